@@ -1,0 +1,90 @@
+//! RFC 7662 introspection and RFC 7009 revocation of Mandate's own access tokens.
+
+use mandate_audit::Outcome;
+use mandate_jose::UnverifiedJwt;
+use serde::Serialize;
+
+use crate::authority::Authority;
+use crate::client_auth::PresentedClient;
+use crate::form::FormParams;
+use crate::token::{AccessTokenClaims, ACCESS_TOKEN_TYP};
+use crate::Error;
+
+/// An RFC 7662 §2.2 response. Inactive tokens say nothing more.
+#[derive(Debug, Serialize)]
+pub struct IntrospectionResponse {
+    /// Whether the token is active.
+    pub active: bool,
+    /// The claims, for an active token.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<AccessTokenClaims>,
+    /// `Bearer`, for an active token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
+}
+
+impl Authority {
+    /// Checks signature, issuer, `typ` and expiry of one of our access tokens.
+    /// `None` for anything else: a foreign, forged, expired or garbled token.
+    pub async fn verify_access_token(&self, token: &str) -> Option<AccessTokenClaims> {
+        let jwt = UnverifiedJwt::parse(token).ok()?;
+        if jwt.typ() != Some(ACCESS_TOKEN_TYP) {
+            return None;
+        }
+        let snapshot = self.keys.snapshot();
+        let claims = jwt
+            .verify::<AccessTokenClaims>(snapshot.published())
+            .ok()?
+            .claims;
+        (claims.iss == self.settings.issuer && claims.exp > self.clock.now()).then_some(claims)
+    }
+
+    /// RFC 7662. The caller must be an authenticated client.
+    pub async fn introspect(
+        &self,
+        authorization: Option<&str>,
+        form: &FormParams,
+    ) -> Result<IntrospectionResponse, Error> {
+        let token = form.required("token")?;
+        let presented = PresentedClient::from_request(authorization, form)?;
+        self.authenticate(presented, &self.settings.endpoint("/introspect"))
+            .await?;
+        let claims = match self.verify_access_token(token).await {
+            Some(c) if !self.store.is_revoked(&c.jti).await? => Some(c),
+            _ => None,
+        };
+        Ok(IntrospectionResponse {
+            active: claims.is_some(),
+            token_type: claims.as_ref().map(|_| "Bearer"),
+            claims,
+        })
+    }
+
+    /// RFC 7009. Unknown and invalid tokens are answered with success (§2.2);
+    /// a token issued to another client is refused.
+    pub async fn revoke(&self, authorization: Option<&str>, form: &FormParams) -> Result<(), Error> {
+        let token = form.required("token")?;
+        // token_type_hint is optional and only a hint; we revoke access tokens.
+        form.single("token_type_hint")?;
+        let presented = PresentedClient::from_request(authorization, form)?;
+        let client = self
+            .authenticate(presented, &self.settings.endpoint("/revoke"))
+            .await?;
+        let Some(claims) = self.verify_access_token(token).await else {
+            return Ok(());
+        };
+        let mut event = self.event("token.revoked", Outcome::Success);
+        event.client_id = Some(client.client_id.to_string());
+        event.subject = Some(claims.sub.clone());
+        event.audience = Some(claims.aud.clone());
+        event.jti = Some(claims.jti.clone());
+        if claims.client_id != client.client_id.as_str() {
+            let error = Error::UnauthorizedClient("token was issued to another client".into());
+            event.outcome = Outcome::Failure;
+            self.audit_refusal(event, &error).await;
+            return Err(error);
+        }
+        self.store.revoke_token(&claims.jti, claims.exp).await?;
+        self.audit.record(event).await
+    }
+}

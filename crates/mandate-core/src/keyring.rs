@@ -1,0 +1,280 @@
+//! Signing keys over their life: pending (published, not yet signing), active
+//! (signing), retired (still published until every token it signed expired).
+//!
+//! Rotation never surprises a verifier: a new key is published in the JWKS for
+//! `prepublish` seconds before it signs anything, and the JWKS is served with a
+//! cache lifetime shorter than that, so every cache holds the key before the
+//! first token it signs. A key that stops signing stays published for
+//! `retire_after` seconds, the longest access token lifetime plus leeway.
+//!
+//! The keyring keeps a snapshot in memory and reloads it from the store
+//! periodically, so replicas sharing a database converge on the same keys.
+
+use std::sync::{Arc, RwLock};
+
+use mandate_jose::{MasterKey, PrivateKeyDer, PublicJwk, SigningAlg, SigningKey};
+use mandate_types::{Clock, UnixTime};
+use serde::Serialize;
+
+use crate::model::StoredSigningKey;
+use crate::store::Store;
+use crate::Error;
+
+/// Timing of key rotation.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyringSettings {
+    /// Algorithm of keys we generate and sign with.
+    pub alg: SigningAlg,
+    /// Seconds a rotated-in key is published before it signs.
+    pub prepublish: i64,
+    /// Seconds a superseded key stays published.
+    pub retire_after: i64,
+}
+
+impl KeyringSettings {
+    /// The JWKS `Cache-Control: max-age`: half the pre-publication window.
+    pub fn jwks_max_age(&self) -> i64 {
+        (self.prepublish / 2).max(1)
+    }
+}
+
+/// A key's state at a point in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyState {
+    /// Published, will sign from `activate_at`.
+    Pending,
+    /// Signing now.
+    Active,
+    /// No longer signing; published until `unpublish_at`.
+    Retired,
+    /// No longer published.
+    Expired,
+}
+
+/// What `mandate keys list` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    /// Key id.
+    pub kid: String,
+    /// Algorithm.
+    pub alg: SigningAlg,
+    /// State now.
+    pub state: KeyState,
+    /// When it was created and published.
+    pub created_at: UnixTime,
+    /// When it starts (or started) signing.
+    pub activate_at: UnixTime,
+    /// When it leaves the JWKS, once superseded.
+    pub unpublish_at: Option<UnixTime>,
+}
+
+struct LoadedKey {
+    info: StoredSigningKey,
+    key: Arc<SigningKey>,
+}
+
+/// The keys as of the last load.
+pub struct KeySnapshot {
+    keys: Vec<LoadedKey>,
+    published: Vec<PublicJwk>,
+    jwks_json: Arc<str>,
+    retire_after: i64,
+    alg: SigningAlg,
+}
+
+impl KeySnapshot {
+    fn build(mut keys: Vec<LoadedKey>, settings: &KeyringSettings, now: UnixTime) -> Self {
+        keys.sort_by_key(|k| (k.info.activate_at, k.info.created_at));
+        let mut snapshot = Self {
+            keys,
+            published: Vec::new(),
+            jwks_json: Arc::from(""),
+            retire_after: settings.retire_after,
+            alg: settings.alg,
+        };
+        snapshot.published = snapshot
+            .infos(now)
+            .iter()
+            .zip(&snapshot.keys)
+            .filter(|(info, _)| info.state != KeyState::Expired)
+            .map(|(_, k)| k.key.public_jwk().clone())
+            .collect();
+        let jwks = serde_json::json!({ "keys": snapshot.published });
+        snapshot.jwks_json = Arc::from(jwks.to_string());
+        snapshot
+    }
+
+    /// The key that signs at `now`: the latest activated key of our algorithm.
+    pub fn signer(&self, now: UnixTime) -> Option<&Arc<SigningKey>> {
+        self.keys
+            .iter()
+            .rev()
+            .find(|k| k.info.alg == self.alg && k.info.activate_at <= now)
+            .map(|k| &k.key)
+    }
+
+    /// Every published public key.
+    pub fn published(&self) -> &[PublicJwk] {
+        &self.published
+    }
+
+    /// The JWKS document, serialized once per load.
+    pub fn jwks_json(&self) -> &Arc<str> {
+        &self.jwks_json
+    }
+
+    /// Each key's state at `now`, oldest first.
+    pub fn infos(&self, now: UnixTime) -> Vec<KeyInfo> {
+        let signer_kid = self.signer(now).map(|k| k.kid().to_owned());
+        self.keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                // Superseded when the next key (in activation order) activated.
+                let superseded_at = self
+                    .keys
+                    .get(i + 1..)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|n| n.info.activate_at)
+                    .find(|&t| t <= now);
+                let unpublish_at = superseded_at.map(|t| t + self.retire_after);
+                let state = if k.info.activate_at > now {
+                    KeyState::Pending
+                } else if signer_kid.as_deref() == Some(k.info.kid.as_str()) {
+                    KeyState::Active
+                } else if unpublish_at.is_some_and(|t| t <= now) {
+                    KeyState::Expired
+                } else {
+                    KeyState::Retired
+                };
+                KeyInfo {
+                    kid: k.info.kid.clone(),
+                    alg: k.info.alg,
+                    state,
+                    created_at: k.info.created_at,
+                    activate_at: k.info.activate_at,
+                    unpublish_at,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Loads, rotates and serves signing keys.
+pub struct Keyring {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    master: MasterKey,
+    settings: KeyringSettings,
+    snapshot: RwLock<Arc<KeySnapshot>>,
+}
+
+impl Keyring {
+    /// Loads the keys; creates an immediately active key of the configured
+    /// algorithm when there is none (first start, or a new algorithm).
+    pub async fn open(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        master: MasterKey,
+        settings: KeyringSettings,
+    ) -> Result<Self, Error> {
+        let keyring = Self {
+            store,
+            clock,
+            master,
+            settings,
+            snapshot: RwLock::new(Arc::new(KeySnapshot::build(Vec::new(), &settings, 0))),
+        };
+        keyring.reload().await?;
+        let has_key = keyring
+            .snapshot()
+            .keys
+            .iter()
+            .any(|k| k.info.alg == settings.alg);
+        if !has_key {
+            let now = keyring.clock.now();
+            keyring.create(now).await?;
+            tracing::info!(alg = %settings.alg, "generated a signing key");
+        }
+        Ok(keyring)
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<KeySnapshot> {
+        match self.snapshot.read() {
+            Ok(s) => Arc::clone(&s),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// The rotation settings.
+    pub fn settings(&self) -> &KeyringSettings {
+        &self.settings
+    }
+
+    /// Re-reads keys from the store (other replicas may have rotated).
+    pub async fn reload(&self) -> Result<(), Error> {
+        let stored = self.store.list_signing_keys().await?;
+        let mut loaded = Vec::with_capacity(stored.len());
+        for info in stored {
+            let der = self
+                .master
+                .open(&info.sealed_private_key, info.kid.as_bytes())
+                .map_err(|e| Error::Keys(format!("key {}: {e}", info.kid).into()))?;
+            let key = SigningKey::from_private(info.alg, &PrivateKeyDer::from_der(der))
+                .map_err(|e| Error::Keys(format!("key {}: {e}", info.kid).into()))?;
+            if key.kid() != info.kid {
+                return Err(Error::Keys(format!("key {} does not match its kid", info.kid).into()));
+            }
+            loaded.push(LoadedKey {
+                info,
+                key: Arc::new(key),
+            });
+        }
+        let snapshot = Arc::new(KeySnapshot::build(loaded, &self.settings, self.clock.now()));
+        match self.snapshot.write() {
+            Ok(mut s) => *s = snapshot,
+            Err(poisoned) => *poisoned.into_inner() = snapshot,
+        }
+        Ok(())
+    }
+
+    /// Rotates: publishes a new key now that starts signing after the
+    /// pre-publication window. Returns its id.
+    pub async fn rotate(&self) -> Result<KeyInfo, Error> {
+        let now = self.clock.now();
+        let kid = self.create(now + self.settings.prepublish).await?;
+        self.snapshot()
+            .infos(now)
+            .into_iter()
+            .find(|k| k.kid == kid)
+            .ok_or_else(|| Error::Keys("rotated key vanished".into()))
+    }
+
+    async fn create(&self, activate_at: UnixTime) -> Result<String, Error> {
+        let alg = self.settings.alg;
+        // RSA generation takes a while; keep it off the async workers.
+        let private = tokio::task::spawn_blocking(move || PrivateKeyDer::generate(alg))
+            .await
+            .map_err(|_| Error::Keys("key generation task failed".into()))?
+            .map_err(|e| Error::Keys(e.to_string().into()))?;
+        let key = SigningKey::from_private(alg, &private)
+            .map_err(|e| Error::Keys(e.to_string().into()))?;
+        let sealed = self
+            .master
+            .seal(private.der(), key.kid().as_bytes())
+            .map_err(|e| Error::Keys(e.to_string().into()))?;
+        let stored = StoredSigningKey {
+            kid: key.kid().to_owned(),
+            alg,
+            sealed_private_key: sealed,
+            created_at: self.clock.now(),
+            activate_at,
+        };
+        self.store.insert_signing_key(&stored).await?;
+        self.reload().await?;
+        Ok(stored.kid)
+    }
+}

@@ -1,0 +1,65 @@
+//! RFC 8414 authorization server metadata. Only what is implemented is
+//! advertised: a client that trusts this document never hits a 404.
+
+use mandate_jose::SigningAlg;
+use serde::Serialize;
+
+use crate::authority::Authority;
+use crate::registration::RegistrationMode;
+use crate::Error;
+
+/// The metadata document.
+#[derive(Debug, Serialize)]
+pub struct ServerMetadata {
+    issuer: String,
+    token_endpoint: String,
+    jwks_uri: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    registration_endpoint: Option<String>,
+    introspection_endpoint: String,
+    revocation_endpoint: String,
+    scopes_supported: Vec<String>,
+    response_types_supported: Vec<&'static str>,
+    grant_types_supported: Vec<&'static str>,
+    token_endpoint_auth_methods_supported: Vec<&'static str>,
+    token_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
+    introspection_endpoint_auth_methods_supported: Vec<&'static str>,
+    introspection_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
+    revocation_endpoint_auth_methods_supported: Vec<&'static str>,
+    revocation_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
+    access_token_signing_alg_values_supported: Vec<&'static str>,
+}
+
+const AUTH_METHODS: [&str; 3] = ["client_secret_basic", "client_secret_post", "private_key_jwt"];
+
+impl Authority {
+    /// The RFC 8414 document.
+    pub async fn metadata(&self) -> Result<ServerMetadata, Error> {
+        let s = &self.settings;
+        let algs: Vec<&'static str> = SigningAlg::ALL.iter().map(|a| a.as_str()).collect();
+        Ok(ServerMetadata {
+            issuer: s.issuer.clone(),
+            token_endpoint: s.endpoint("/token"),
+            jwks_uri: s.endpoint("/jwks.json"),
+            registration_endpoint: (s.registration.mode != RegistrationMode::Closed)
+                .then(|| s.endpoint("/register")),
+            introspection_endpoint: s.endpoint("/introspect"),
+            revocation_endpoint: s.endpoint("/revoke"),
+            scopes_supported: self
+                .known_scopes()
+                .await?
+                .iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
+            response_types_supported: vec![],
+            grant_types_supported: vec!["client_credentials"],
+            token_endpoint_auth_methods_supported: AUTH_METHODS.to_vec(),
+            token_endpoint_auth_signing_alg_values_supported: algs.clone(),
+            introspection_endpoint_auth_methods_supported: AUTH_METHODS.to_vec(),
+            introspection_endpoint_auth_signing_alg_values_supported: algs.clone(),
+            revocation_endpoint_auth_methods_supported: AUTH_METHODS.to_vec(),
+            revocation_endpoint_auth_signing_alg_values_supported: algs,
+            access_token_signing_alg_values_supported: vec![self.keys.settings().alg.as_str()],
+        })
+    }
+}

@@ -1,0 +1,77 @@
+//! The one storage trait. `mandate-store` implements it on SQLite and PostgreSQL;
+//! the protocol core sees nothing but this.
+
+use async_trait::async_trait;
+use mandate_audit::{Event, NewEvent};
+use mandate_types::{ClientId, ResourceUri, UnixTime};
+
+use crate::model::{Client, Resource, StoredSigningKey};
+
+/// A storage failure. Never shown to a client beyond `server_error`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed or could not be reached.
+    #[error("database error: {0}")]
+    Database(String),
+    /// A stored row could not be decoded.
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt {
+        /// Which table.
+        table: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// Durable state of the authorization server.
+///
+/// Every method is one transaction: a crash leaves either all of it or none.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts or replaces a client.
+    async fn put_client(&self, client: &Client) -> Result<(), StoreError>;
+    /// Reads a client.
+    async fn get_client(&self, id: &ClientId) -> Result<Option<Client>, StoreError>;
+    /// Lists every client.
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError>;
+    /// Deletes a client; `false` if there was none.
+    async fn delete_client(&self, id: &ClientId) -> Result<bool, StoreError>;
+
+    /// Inserts or replaces a resource.
+    async fn put_resource(&self, resource: &Resource) -> Result<(), StoreError>;
+    /// Reads a resource.
+    async fn get_resource(&self, id: &ResourceUri) -> Result<Option<Resource>, StoreError>;
+    /// Lists every resource.
+    async fn list_resources(&self) -> Result<Vec<Resource>, StoreError>;
+    /// Deletes a resource; `false` if there was none.
+    async fn delete_resource(&self, id: &ResourceUri) -> Result<bool, StoreError>;
+
+    /// Adds a signing key.
+    async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError>;
+    /// Lists every signing key, oldest first.
+    async fn list_signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
+
+    /// Records a single-use value (an assertion `jti`, say) in `namespace` until
+    /// `expires_at`. `true` the first time, `false` on every replay, across all
+    /// replicas sharing the store.
+    async fn use_once(
+        &self,
+        namespace: &str,
+        value: &str,
+        expires_at: UnixTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Marks the token `jti` revoked until it would have expired.
+    async fn revoke_token(&self, jti: &str, expires_at: UnixTime) -> Result<(), StoreError>;
+    /// Whether `jti` is revoked.
+    async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError>;
+
+    /// Appends events to the hash chain, atomically, after the current head
+    /// (whichever replica wrote it). Returns them chained.
+    async fn append_audit(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError>;
+    /// Events with `seq > after`, at most `limit`, in order.
+    async fn audit_after(&self, after: i64, limit: i64) -> Result<Vec<Event>, StoreError>;
+
+    /// Deletes single-use values and revocations past their expiry.
+    async fn purge_expired(&self, now: UnixTime) -> Result<u64, StoreError>;
+}

@@ -1,0 +1,315 @@
+//! The token endpoint: request parsing into a typed [`TokenRequest`], audience
+//! and scope resolution (RFC 8707, RFC 6749 §3.3), and RFC 9068 JWT access tokens.
+
+use mandate_audit::Outcome;
+use mandate_types::{random_token, ResourceUri, ScopeSet, UnixTime};
+use serde::{Deserialize, Serialize};
+
+use crate::authority::Authority;
+use crate::client_auth::PresentedClient;
+use crate::form::FormParams;
+use crate::model::{Client, GrantType, Resource};
+use crate::Error;
+
+/// The JOSE `typ` of access tokens (RFC 9068 §2.1).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+/// A token request, parsed. One variant per grant this server supports.
+#[derive(Debug)]
+pub enum TokenRequest {
+    /// RFC 6749 §4.4.
+    ClientCredentials {
+        /// Requested scope; `None` means everything the client may have.
+        scope: Option<ScopeSet>,
+        /// Requested audience (RFC 8707).
+        resource: Option<ResourceUri>,
+    },
+}
+
+impl TokenRequest {
+    /// Parses the grant-specific parameters.
+    pub fn parse(form: &FormParams) -> Result<Self, Error> {
+        let grant_type = form.required("grant_type")?;
+        match GrantType::parse(grant_type) {
+            Some(GrantType::ClientCredentials) => Ok(Self::ClientCredentials {
+                scope: parse_scope(form)?,
+                resource: parse_resource(form)?,
+            }),
+            _ => Err(Error::UnsupportedGrantType),
+        }
+    }
+
+    /// The grant type.
+    pub fn grant_type(&self) -> GrantType {
+        match self {
+            Self::ClientCredentials { .. } => GrantType::ClientCredentials,
+        }
+    }
+}
+
+fn parse_scope(form: &FormParams) -> Result<Option<ScopeSet>, Error> {
+    form.single("scope")?
+        .map(ScopeSet::parse)
+        .transpose()
+        .map_err(|e| Error::InvalidScope(e.to_string().into()))
+}
+
+fn parse_resource(form: &FormParams) -> Result<Option<ResourceUri>, Error> {
+    let mut values = form.all("resource");
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(Error::InvalidTarget(
+            "one resource per token request: a token has one audience".into(),
+        ));
+    }
+    first
+        .map(|r| ResourceUri::parse(r).map_err(|e| Error::InvalidTarget(e.into())))
+        .transpose()
+}
+
+/// The claims of a Mandate access token (RFC 9068 §2.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessTokenClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Subject: the client for client_credentials, the user otherwise.
+    pub sub: String,
+    /// Audience: the resource.
+    pub aud: String,
+    /// Expiry.
+    pub exp: UnixTime,
+    /// Issued at.
+    pub iat: UnixTime,
+    /// Token id.
+    pub jti: String,
+    /// The client the token was issued to.
+    pub client_id: String,
+    /// Granted scopes, space-delimited.
+    pub scope: String,
+}
+
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TokenResponse {
+    /// The JWT.
+    pub access_token: String,
+    /// `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until expiry.
+    pub expires_in: i64,
+    /// Granted scope.
+    pub scope: String,
+}
+
+impl Authority {
+    /// Handles a token request. `authorization` is the raw `Authorization`
+    /// header, if any. Every outcome is in the audit trail; a token is returned
+    /// only once its event is durable.
+    pub async fn token(
+        &self,
+        authorization: Option<&str>,
+        form: &FormParams,
+    ) -> Result<(GrantType, TokenResponse), Error> {
+        let mut refused = self.event("token.refused", Outcome::Failure);
+        let result = async {
+            let request = TokenRequest::parse(form)?;
+            let presented = PresentedClient::from_request(authorization, form)?;
+            let client = self
+                .authenticate(presented, &self.settings.endpoint("/token"))
+                .await?;
+            refused.client_id = Some(client.client_id.to_string());
+            let grant = request.grant_type();
+            Self::check_grant(&client, grant)?;
+            match request {
+                TokenRequest::ClientCredentials { scope, resource } => {
+                    let resource = self.resolve_resource(&client, resource).await?;
+                    refused.audience = Some(resource.id.to_string());
+                    let granted = grant_scope(&client, &resource, scope)?;
+                    let subject = client.client_id.to_string();
+                    let response = self.issue(&client, &subject, &resource, granted).await?;
+                    Ok((grant, response))
+                }
+            }
+        }
+        .await;
+        if let Err(e) = &result {
+            self.audit_refusal(refused, e).await;
+        }
+        result
+    }
+
+    /// RFC 8707: the named resource, which the client must be allowed; or,
+    /// with none named, the one resource the client may use.
+    async fn resolve_resource(
+        &self,
+        client: &Client,
+        requested: Option<ResourceUri>,
+    ) -> Result<Resource, Error> {
+        match requested {
+            Some(uri) => {
+                if !client.may_use(&uri) {
+                    return Err(Error::InvalidTarget("client may not use this resource".into()));
+                }
+                self.store
+                    .get_resource(&uri)
+                    .await?
+                    .ok_or_else(|| Error::InvalidTarget("unknown resource".into()))
+            }
+            None => {
+                let mut usable: Vec<Resource> = self
+                    .store
+                    .list_resources()
+                    .await?
+                    .into_iter()
+                    .filter(|r| client.may_use(&r.id))
+                    .collect();
+                match (usable.pop(), usable.is_empty()) {
+                    (Some(only), true) => Ok(only),
+                    _ => Err(Error::InvalidTarget(
+                        "resource is required: this client may use more than one (or no) resource"
+                            .into(),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Signs an access token for `subject` and audits it before returning it.
+    pub(crate) async fn issue(
+        &self,
+        client: &Client,
+        subject: &str,
+        resource: &Resource,
+        scope: ScopeSet,
+    ) -> Result<TokenResponse, Error> {
+        let now = self.clock.now();
+        let ttl = resource
+            .access_token_ttl
+            .unwrap_or(self.settings.access_token_ttl);
+        let claims = AccessTokenClaims {
+            iss: self.settings.issuer.clone(),
+            sub: subject.to_owned(),
+            aud: resource.id.to_string(),
+            exp: now + ttl,
+            iat: now,
+            jti: random_token(16),
+            client_id: client.client_id.to_string(),
+            scope: scope.to_string(),
+        };
+        let snapshot = self.keys.snapshot();
+        let signer = snapshot
+            .signer(now)
+            .ok_or_else(|| Error::Keys("no active signing key".into()))?;
+        let access_token = signer
+            .sign(ACCESS_TOKEN_TYP, &claims)
+            .map_err(|e| Error::Keys(e.to_string().into()))?;
+        let mut event = self.event("token.issued", Outcome::Success);
+        event.client_id = Some(claims.client_id);
+        event.subject = Some(claims.sub);
+        event.audience = Some(claims.aud);
+        event.scopes = Some(claims.scope.clone());
+        event.jti = Some(claims.jti);
+        self.audit.record(event).await?;
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: ttl,
+            scope: claims.scope,
+        })
+    }
+}
+
+/// RFC 6749 §3.3: the requested scopes, which must lie within what the client
+/// may have and what the resource defines; no request means all of those.
+fn grant_scope(
+    client: &Client,
+    resource: &Resource,
+    requested: Option<ScopeSet>,
+) -> Result<ScopeSet, Error> {
+    let allowed = client.scopes.intersection(&resource.scope_set());
+    let granted = match requested {
+        Some(req) if !req.is_empty() => {
+            let excess = req.difference(&allowed);
+            if !excess.is_empty() {
+                return Err(Error::InvalidScope(
+                    format!("scope not allowed for this client and resource: {excess}").into(),
+                ));
+            }
+            req
+        }
+        _ => allowed,
+    };
+    if granted.is_empty() {
+        return Err(Error::InvalidScope(
+            "client has no scope on this resource".into(),
+        ));
+    }
+    Ok(granted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use crate::model::{ClientAuthMethod, ClientOrigin};
+    use mandate_types::{ClientId, Scope};
+
+    fn client(scopes: &str) -> Client {
+        Client {
+            client_id: ClientId::parse("c").unwrap(),
+            name: "c".into(),
+            grant_types: BTreeSet::from([GrantType::ClientCredentials]),
+            scopes: ScopeSet::parse(scopes).unwrap(),
+            resources: None,
+            auth_method: ClientAuthMethod::ClientSecretBasic,
+            secrets: vec![],
+            keys: None,
+            redirect_uris: vec![],
+            origin: ClientOrigin::Admin,
+            registration_token: None,
+            created_at: 0,
+        }
+    }
+
+    fn resource(scopes: &[&str]) -> Resource {
+        Resource {
+            id: ResourceUri::parse("https://r.example").unwrap(),
+            name: "r".into(),
+            scopes: scopes
+                .iter()
+                .map(|s| (Scope::parse(s).unwrap(), String::new()))
+                .collect::<BTreeMap<_, _>>(),
+            access_token_ttl: None,
+            from_config: false,
+        }
+    }
+
+    #[test]
+    fn scope_is_the_intersection_unless_narrowed() {
+        let c = client("read write admin");
+        let r = resource(&["read", "write", "other"]);
+        assert_eq!(grant_scope(&c, &r, None).unwrap().to_string(), "read write");
+        let narrow = ScopeSet::parse("read").unwrap();
+        assert_eq!(grant_scope(&c, &r, Some(narrow)).unwrap().to_string(), "read");
+        let wide = ScopeSet::parse("read admin").unwrap();
+        assert!(matches!(grant_scope(&c, &r, Some(wide)), Err(Error::InvalidScope(_))));
+        assert!(matches!(
+            grant_scope(&client("x"), &r, None),
+            Err(Error::InvalidScope(_))
+        ));
+    }
+
+    #[test]
+    fn parse_refuses_unknown_grants_and_two_resources() {
+        let f = FormParams::parse(b"grant_type=password").unwrap();
+        assert!(matches!(TokenRequest::parse(&f), Err(Error::UnsupportedGrantType)));
+        let f = FormParams::parse(b"scope=a").unwrap();
+        assert!(matches!(TokenRequest::parse(&f), Err(Error::InvalidRequest(_))));
+        let f = FormParams::parse(
+            b"grant_type=client_credentials&resource=https://a.example&resource=https://b.example",
+        )
+        .unwrap();
+        assert!(matches!(TokenRequest::parse(&f), Err(Error::InvalidTarget(_))));
+    }
+}
