@@ -1,1 +1,396 @@
-//! mandate-store
+//! [`SqlStore`]: the [`Store`] trait on SQLite (the embedded default) and
+//! PostgreSQL (for several replicas), through sqlx's `Any` driver.
+//!
+//! Why one implementation for two databases: the statements are plain SQL that
+//! both engines accept (`ON CONFLICT`, `RETURNING`, `$n` parameters numbered in
+//! order of first use), so a single code path is tested against both instead
+//! of two that drift apart. Only the schema differs ([`migrations`]).
+//!
+//! Durability: SQLite runs in WAL mode with `synchronous=FULL`, so a commit is
+//! on disk when it returns; every [`Store`] method is one transaction.
+
+mod migrations;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mandate_audit::{Event, NewEvent, Outcome};
+use mandate_core::model::{Client, Resource, StoredSigningKey};
+use mandate_core::{Store, StoreError};
+use mandate_types::{ClientId, ResourceUri, UnixTime};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor as _, Row as _};
+
+/// Which database a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// The SQL store.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+fn db(e: sqlx::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+fn corrupt(table: &'static str, detail: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        detail: detail.to_string(),
+    }
+}
+
+impl SqlStore {
+    /// Connects to `url` (`sqlite://PATH?mode=rwc` or `postgres://...`) and
+    /// applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Database(
+                "database_url must start with sqlite: or postgres:".into(),
+            ));
+        };
+        let mut options = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 8,
+                Backend::Postgres => 16,
+            })
+            .acquire_timeout(Duration::from_secs(10));
+        if backend == Backend::Sqlite {
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
+                         PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(url).await.map_err(db)?;
+        let store = Self { pool, backend };
+        migrations::apply(&store.pool, backend).await?;
+        Ok(store)
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Checks the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(db)
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn put_doc<T: serde::Serialize>(
+        &self,
+        table: &'static str,
+        key_column: &'static str,
+        key: &str,
+        doc: &T,
+    ) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(doc).map_err(|e| corrupt(table, e))?;
+        let sql = format!(
+            "INSERT INTO {table} ({key_column}, doc) VALUES ($1, $2) \
+             ON CONFLICT ({key_column}) DO UPDATE SET doc = excluded.doc"
+        );
+        sqlx::query(&sql)
+            .bind(key.to_owned())
+            .bind(doc)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn get_doc<T: serde::de::DeserializeOwned>(
+        &self,
+        table: &'static str,
+        key_column: &'static str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let sql = format!("SELECT doc FROM {table} WHERE {key_column} = $1");
+        let row = sqlx::query(&sql)
+            .bind(key.to_owned())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|r| decode_doc(table, &r)).transpose()
+    }
+
+    async fn list_docs<T: serde::de::DeserializeOwned>(
+        &self,
+        table: &'static str,
+        key_column: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        let sql = format!("SELECT doc FROM {table} ORDER BY {key_column}");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await.map_err(db)?;
+        rows.iter().map(|r| decode_doc(table, r)).collect()
+    }
+
+    async fn delete_row(
+        &self,
+        table: &'static str,
+        key_column: &'static str,
+        key: &str,
+    ) -> Result<bool, StoreError> {
+        let sql = format!("DELETE FROM {table} WHERE {key_column} = $1");
+        let done = sqlx::query(&sql)
+            .bind(key.to_owned())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+fn decode_doc<T: serde::de::DeserializeOwned>(
+    table: &'static str,
+    row: &AnyRow,
+) -> Result<T, StoreError> {
+    let doc: String = row.try_get(0).map_err(|e| corrupt(table, e))?;
+    serde_json::from_str(&doc).map_err(|e| corrupt(table, e))
+}
+
+fn decode_event(row: &AnyRow) -> Result<Event, StoreError> {
+    let c = |e| corrupt("audit_events", e);
+    let outcome: String = row.try_get("outcome").map_err(c)?;
+    Ok(Event {
+        seq: row.try_get("seq").map_err(c)?,
+        event: NewEvent {
+            time_ms: row.try_get("time_ms").map_err(c)?,
+            kind: row.try_get("kind").map_err(c)?,
+            client_id: row.try_get("client_id").map_err(c)?,
+            subject: row.try_get("subject").map_err(c)?,
+            audience: row.try_get("audience").map_err(c)?,
+            scopes: row.try_get("scopes").map_err(c)?,
+            jti: row.try_get("jti").map_err(c)?,
+            outcome: Outcome::parse(&outcome)
+                .ok_or_else(|| corrupt("audit_events", "unknown outcome"))?,
+            reason: row.try_get("reason").map_err(c)?,
+        },
+        prev_hash: row.try_get("prev_hash").map_err(c)?,
+        hash: row.try_get("hash").map_err(c)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn put_client(&self, client: &Client) -> Result<(), StoreError> {
+        self.put_doc("clients", "client_id", client.client_id.as_str(), client)
+            .await
+    }
+
+    async fn get_client(&self, id: &ClientId) -> Result<Option<Client>, StoreError> {
+        self.get_doc("clients", "client_id", id.as_str()).await
+    }
+
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
+        self.list_docs("clients", "client_id").await
+    }
+
+    async fn delete_client(&self, id: &ClientId) -> Result<bool, StoreError> {
+        self.delete_row("clients", "client_id", id.as_str()).await
+    }
+
+    async fn put_resource(&self, resource: &Resource) -> Result<(), StoreError> {
+        self.put_doc("resources", "id", resource.id.as_str(), resource)
+            .await
+    }
+
+    async fn get_resource(&self, id: &ResourceUri) -> Result<Option<Resource>, StoreError> {
+        self.get_doc("resources", "id", id.as_str()).await
+    }
+
+    async fn list_resources(&self) -> Result<Vec<Resource>, StoreError> {
+        self.list_docs("resources", "id").await
+    }
+
+    async fn delete_resource(&self, id: &ResourceUri) -> Result<bool, StoreError> {
+        self.delete_row("resources", "id", id.as_str()).await
+    }
+
+    async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, sealed_private_key, created_at, activate_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(key.kid.clone())
+        .bind(key.alg.as_str().to_owned())
+        .bind(key.sealed_private_key.clone())
+        .bind(key.created_at)
+        .bind(key.activate_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn list_signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kid, alg, sealed_private_key, created_at, activate_at \
+             FROM signing_keys ORDER BY created_at, kid",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let c = |e| corrupt("signing_keys", e);
+                let alg: String = r.try_get("alg").map_err(c)?;
+                Ok(StoredSigningKey {
+                    kid: r.try_get("kid").map_err(c)?,
+                    alg: alg.parse().map_err(|e: String| corrupt("signing_keys", e))?,
+                    sealed_private_key: r.try_get("sealed_private_key").map_err(c)?,
+                    created_at: r.try_get("created_at").map_err(c)?,
+                    activate_at: r.try_get("activate_at").map_err(c)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn use_once(
+        &self,
+        namespace: &str,
+        value: &str,
+        expires_at: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO used_values (namespace, value, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (namespace, value) DO NOTHING",
+        )
+        .bind(namespace.to_owned())
+        .bind(value.to_owned())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn revoke_token(&self, jti: &str, expires_at: UnixTime) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(jti.to_owned())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM revoked_tokens WHERE jti = $1")
+            .bind(jti.to_owned())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.is_some())
+    }
+
+    async fn append_audit(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = i64::try_from(events.len()).map_err(|e| corrupt("audit_head", e))?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // Writing first takes the lock (row lock on PostgreSQL, the write lock on
+        // SQLite), so concurrent replicas chain one after the other.
+        let head = sqlx::query(
+            "UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash",
+        )
+        .bind(count)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        let last_seq: i64 = head.try_get("seq").map_err(|e| corrupt("audit_head", e))?;
+        let mut prev: String = head.try_get("hash").map_err(|e| corrupt("audit_head", e))?;
+        let mut chained = Vec::with_capacity(events.len());
+        for (i, e) in (0_i64..).zip(events) {
+            let event = e.chain(last_seq - count + 1 + i, &prev);
+            sqlx::query(
+                "INSERT INTO audit_events (seq, time_ms, kind, client_id, subject, audience, \
+                 scopes, jti, outcome, reason, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(event.seq)
+            .bind(event.event.time_ms)
+            .bind(event.event.kind.clone())
+            .bind(event.event.client_id.clone())
+            .bind(event.event.subject.clone())
+            .bind(event.event.audience.clone())
+            .bind(event.event.scopes.clone())
+            .bind(event.event.jti.clone())
+            .bind(event.event.outcome.as_str().to_owned())
+            .bind(event.event.reason.clone())
+            .bind(event.prev_hash.clone())
+            .bind(event.hash.clone())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            prev.clone_from(&event.hash);
+            chained.push(event);
+        }
+        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+            .bind(prev)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(chained)
+    }
+
+    async fn audit_after(&self, after: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, time_ms, kind, client_id, subject, audience, scopes, jti, outcome, \
+             reason, prev_hash, hash FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    async fn purge_expired(&self, now: UnixTime) -> Result<u64, StoreError> {
+        let mut purged = 0;
+        for sql in [
+            "DELETE FROM used_values WHERE expires_at < $1",
+            "DELETE FROM revoked_tokens WHERE expires_at < $1",
+        ] {
+            purged += sqlx::query(sql)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?
+                .rows_affected();
+        }
+        Ok(purged)
+    }
+}

@@ -1,0 +1,126 @@
+//! Schema migrations, applied at start in order, each in its own transaction.
+//! The schema is the only place the two databases differ (`BLOB`/`BYTEA`, the
+//! append-only trigger language). On PostgreSQL an advisory lock keeps two
+//! replicas starting together from racing.
+
+use mandate_audit::GENESIS_HASH;
+use sqlx::{AnyPool, Row as _};
+
+use crate::{db, Backend};
+use mandate_core::StoreError;
+
+/// Arbitrary key for `pg_advisory_lock`.
+const PG_LOCK_KEY: i64 = 0x6d61_6e64_6174_65;
+
+fn migration_1(backend: Backend) -> Vec<String> {
+    let blob = match backend {
+        Backend::Sqlite => "BLOB",
+        Backend::Postgres => "BYTEA",
+    };
+    let mut steps = vec![
+        "CREATE TABLE clients (client_id TEXT PRIMARY KEY, doc TEXT NOT NULL)".to_owned(),
+        "CREATE TABLE resources (id TEXT PRIMARY KEY, doc TEXT NOT NULL)".to_owned(),
+        format!(
+            "CREATE TABLE signing_keys (kid TEXT PRIMARY KEY, alg TEXT NOT NULL, \
+             sealed_private_key {blob} NOT NULL, created_at BIGINT NOT NULL, \
+             activate_at BIGINT NOT NULL)"
+        ),
+        "CREATE TABLE used_values (namespace TEXT NOT NULL, value TEXT NOT NULL, \
+         expires_at BIGINT NOT NULL, PRIMARY KEY (namespace, value))"
+            .to_owned(),
+        "CREATE TABLE revoked_tokens (jti TEXT PRIMARY KEY, expires_at BIGINT NOT NULL)"
+            .to_owned(),
+        "CREATE TABLE audit_events (seq BIGINT PRIMARY KEY, time_ms BIGINT NOT NULL, \
+         kind TEXT NOT NULL, client_id TEXT, subject TEXT, audience TEXT, scopes TEXT, \
+         jti TEXT, outcome TEXT NOT NULL, reason TEXT, prev_hash TEXT NOT NULL, \
+         hash TEXT NOT NULL)"
+            .to_owned(),
+        "CREATE INDEX audit_events_jti ON audit_events (jti)".to_owned(),
+        "CREATE TABLE audit_head (id INTEGER PRIMARY KEY, seq BIGINT NOT NULL, \
+         hash TEXT NOT NULL)"
+            .to_owned(),
+        format!("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '{GENESIS_HASH}')"),
+    ];
+    // The chain already reveals tampering; the trigger stops accidents.
+    match backend {
+        Backend::Sqlite => {
+            for op in ["UPDATE", "DELETE"] {
+                steps.push(format!(
+                    "CREATE TRIGGER audit_events_no_{op} BEFORE {op} ON audit_events \
+                     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END"
+                ));
+            }
+        }
+        Backend::Postgres => {
+            steps.push(
+                "CREATE FUNCTION mandate_audit_append_only() RETURNS trigger AS $$ \
+                 BEGIN RAISE EXCEPTION 'the audit trail is append-only'; END $$ \
+                 LANGUAGE plpgsql"
+                    .to_owned(),
+            );
+            steps.push(
+                "CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE \
+                 ON audit_events FOR EACH ROW EXECUTE FUNCTION mandate_audit_append_only()"
+                    .to_owned(),
+            );
+        }
+    }
+    steps
+}
+
+pub(crate) async fn apply(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await.map_err(db)?;
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(PG_LOCK_KEY)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+    }
+    let result = apply_locked(&mut conn, backend).await;
+    if backend == Backend::Postgres {
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(PG_LOCK_KEY)
+            .execute(&mut *conn)
+            .await;
+    }
+    result
+}
+
+async fn apply_locked(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+    backend: Backend,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS mandate_migrations (version BIGINT PRIMARY KEY, \
+         applied_at_ms BIGINT NOT NULL)",
+    )
+    .execute(&mut **conn)
+    .await
+    .map_err(db)?;
+    let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM mandate_migrations")
+        .fetch_one(&mut **conn)
+        .await
+        .map_err(db)?
+        .try_get("v")
+        .map_err(db)?;
+    let migrations: [(i64, Vec<String>); 1] = [(1, migration_1(backend))];
+    for (version, steps) in migrations {
+        if version <= current {
+            continue;
+        }
+        let mut tx = sqlx::Connection::begin(&mut **conn).await.map_err(db)?;
+        for step in steps {
+            sqlx::query(&step).execute(&mut *tx).await.map_err(db)?;
+        }
+        sqlx::query("INSERT INTO mandate_migrations (version, applied_at_ms) VALUES ($1, $2)")
+            .bind(version)
+            .bind(0_i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        tracing::info!(version, "applied database migration");
+    }
+    Ok(())
+}
