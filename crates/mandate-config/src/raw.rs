@@ -1,0 +1,89 @@
+//! The configuration file as written: every key optional, unknown keys refused.
+//! `mandate.toml` at the repository root documents each key and its default.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// The top level of `mandate.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub issuer: Option<String>,
+    pub listen: Option<String>,
+    pub data_dir: Option<String>,
+    pub database_url: Option<String>,
+    pub log_format: Option<String>,
+    #[serde(default)]
+    pub tokens: RawTokens,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub resources: Vec<RawResource>,
+    #[serde(default)]
+    pub clients: Vec<RawClient>,
+    #[serde(default)]
+    pub registration: RawRegistration,
+    #[serde(default)]
+    pub admin: RawAdmin,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokens {
+    pub access_token_ttl: Option<String>,
+    pub signing_alg: Option<String>,
+    pub key_prepublish: Option<String>,
+    pub client_assertion_max_lifetime: Option<String>,
+    pub leeway: Option<String>,
+    pub secret_rotation_overlap: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResource {
+    pub id: String,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub scopes: BTreeMap<String, String>,
+    pub access_token_ttl: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    pub client_id: String,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub grant_types: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub resources: Option<Vec<String>>,
+    pub token_endpoint_auth_method: Option<String>,
+    pub secret_env: Option<String>,
+    pub secret_sha256: Option<String>,
+    pub jwks: Option<toml::Value>,
+    pub jwks_uri: Option<String>,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegistration {
+    pub mode: Option<String>,
+    pub initial_access_token_env: Option<String>,
+    pub grant_types: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+}

@@ -1,0 +1,72 @@
+use super::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+#[test]
+fn defaults_with_no_file() {
+    let c = Config::load(None, &Overrides::default(), &no_env).unwrap();
+    assert_eq!(c.issuer, "http://127.0.0.1:8080");
+    assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.admin_listen.to_string(), "127.0.0.1:8081");
+    assert_eq!(c.access_token_ttl, 900);
+    assert_eq!(c.signing_alg, SigningAlg::EdDSA);
+    assert_eq!(c.registration_mode, RegistrationMode::Closed);
+    assert!(c.effective_database_url().starts_with("sqlite://./mandate-data/mandate.db"));
+}
+
+#[test]
+fn precedence_is_flag_then_env_then_file() {
+    let file = "listen = \"127.0.0.1:1000\"\nissuer = \"https://file.example\"";
+    let env = |k: &str| (k == "MANDATE_ISSUER").then(|| "https://env.example/".to_owned());
+    let flags = Overrides {
+        listen: Some("127.0.0.1:2000".into()),
+        ..Overrides::default()
+    };
+    let c = Config::load(Some(file), &flags, &env).unwrap();
+    assert_eq!(c.listen.port(), 2000);
+    assert_eq!(c.issuer, "https://env.example");
+}
+
+#[test]
+fn errors_name_the_key() {
+    let e = Config::load(Some("[tokens]\naccess_token_ttl = \"soon\""), &Overrides::default(), &no_env)
+        .unwrap_err();
+    assert_eq!(e.key, "tokens.access_token_ttl");
+    let e = Config::load(Some("bogus = 1"), &Overrides::default(), &no_env).unwrap_err();
+    assert!(e.to_string().contains("bogus"), "{e}");
+    let file = r#"
+[[resources]]
+id = "https://api.example"
+scopes = { read = "Read" }
+[[clients]]
+client_id = "agent"
+grant_types = ["client_credentials"]
+scopes = ["read"]
+secret_env = "AGENT_SECRET"
+"#;
+    let e = Config::load(Some(file), &Overrides::default(), &no_env).unwrap_err();
+    assert_eq!(e.key, "clients[0].secret_env");
+    assert!(e.problem.contains("AGENT_SECRET"));
+    let env = |k: &str| (k == "AGENT_SECRET").then(|| "s".repeat(32));
+    let c = Config::load(Some(file), &Overrides::default(), &env).unwrap();
+    assert_eq!(c.clients[0].auth_method, ClientAuthMethod::ClientSecretBasic);
+    assert_eq!(c.resources[0].name, "https://api.example");
+}
+
+#[test]
+fn impossible_combinations_are_refused() {
+    let cases = [
+        ("[[clients]]\nclient_id = \"a\"\ngrant_types = [\"client_credentials\"]", "clients[0].grant_types"),
+        ("[[clients]]\nclient_id = \"a\"\ngrant_types = [\"client_credentials\"]\nresources = [\"https://nope\"]\nsecret_sha256 = \"00\"", "clients[0].resources"),
+        ("[tokens]\nsigning_alg = \"HS256\"", "tokens.signing_alg"),
+        ("[registration]\nmode = \"initial_access_token\"", "registration.initial_access_token_env"),
+        ("issuer = \"https://a.example/?x=1\"", "issuer"),
+        ("listen = \"nowhere\"", "listen"),
+    ];
+    for (file, key) in cases {
+        let e = Config::load(Some(file), &Overrides::default(), &no_env).unwrap_err();
+        assert_eq!(e.key, key, "{file}: {e}");
+    }
+}
