@@ -1,1 +1,315 @@
-//! mandate-server
+//! Mandate's HTTP surface: the public OAuth listener and the admin listener,
+//! assembled from the configuration by [`start`].
+//!
+//! Handlers are thin (extract, one core call, map); the one mapping from core
+//! errors to OAuth responses is [`errors`]. Tests call [`start`] with port 0
+//! and a controllable clock, and drive the server over real HTTP.
+
+pub mod admin;
+pub mod bootstrap;
+pub mod errors;
+pub mod extract;
+pub mod fetch;
+pub mod oauth;
+pub mod ops;
+pub mod state;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use mandate_config::Config;
+use mandate_core::audit::AuditLog;
+use mandate_core::keyring::{Keyring, KeyringSettings};
+use mandate_core::model::{Client, ClientOrigin, StoredSecret};
+use mandate_core::registration::RegistrationPolicy;
+use mandate_core::{Authority, Settings, Store};
+use mandate_store::SqlStore;
+use mandate_types::{ClientSecret, Clock};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::state::AppState;
+
+/// How often each replica re-reads signing keys from the store.
+const KEY_RELOAD_EVERY: Duration = Duration::from_secs(30);
+/// How often expired single-use values and revocations are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Data directory, master key or admin token.
+    #[error(transparent)]
+    Bootstrap(#[from] bootstrap::BootstrapError),
+    /// The database.
+    #[error("database: {0}")]
+    Store(#[from] mandate_core::StoreError),
+    /// Keys, configuration clients or resources.
+    #[error("{error}{}", error.log_detail().map(|d| format!(": {d}")).unwrap_or_default())]
+    Core {
+        /// The cause.
+        #[from]
+        error: mandate_core::Error,
+    },
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The HTTP client for outbound fetches.
+    #[error("http client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// A running server.
+pub struct RunningServer {
+    /// Where the public listener is bound.
+    pub public_addr: SocketAddr,
+    /// Where the admin listener is bound.
+    pub admin_addr: SocketAddr,
+    /// The admin API token.
+    pub admin_token: String,
+    /// The engine, for tests that want to look inside.
+    pub authority: Arc<Authority>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    audit_writer: JoinHandle<()>,
+    store: Arc<SqlStore>,
+}
+
+impl RunningServer {
+    /// Stops accepting connections, finishes in-flight requests, flushes the
+    /// audit trail and closes the database.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let RunningServer {
+            authority,
+            audit_writer,
+            store,
+            ..
+        } = self;
+        // The writer ends once the last handle to the audit log is gone.
+        drop(authority);
+        let _ = tokio::time::timeout(Duration::from_secs(10), audit_writer).await;
+        store.close().await;
+    }
+}
+
+/// Builds everything from `config` and starts both listeners.
+pub async fn start(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RunningServer, StartError> {
+    bootstrap::ensure_data_dir(&config.data_dir)?;
+    let master = bootstrap::master_key(&config.data_dir, env("MANDATE_MASTER_KEY"))?;
+    let admin_token = bootstrap::admin_token(&config.data_dir, env("MANDATE_ADMIN_TOKEN"))?;
+    let store = Arc::new(SqlStore::connect(&config.effective_database_url()).await?);
+    let dyn_store: Arc<dyn Store> = store.clone();
+
+    let keyring = Keyring::open(
+        Arc::clone(&dyn_store),
+        Arc::clone(&clock),
+        master,
+        KeyringSettings {
+            alg: config.signing_alg,
+            prepublish: config.key_prepublish,
+            retire_after: max_token_ttl(config) + config.leeway,
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        mandate_core::Error::Keys(d) if d.contains("master key") => mandate_core::Error::Keys(
+            format!("{d}. Every replica must use the same MANDATE_MASTER_KEY").into(),
+        ),
+        other => other,
+    })?;
+    let keyring = Arc::new(keyring);
+    let (audit, audit_writer) = AuditLog::start(Arc::clone(&dyn_store));
+    let settings = Settings {
+        issuer: config.issuer.clone(),
+        access_token_ttl: config.access_token_ttl,
+        max_assertion_lifetime: config.client_assertion_max_lifetime,
+        leeway: config.leeway,
+        registration: RegistrationPolicy {
+            mode: config.registration_mode,
+            initial_access_token: config.initial_access_token.clone(),
+            allowed_grant_types: config.registration_grant_types.clone(),
+        },
+    };
+    let authority = Arc::new(Authority::new(
+        settings,
+        Arc::clone(&dyn_store),
+        Arc::clone(&clock),
+        Arc::clone(&keyring),
+        audit,
+        Arc::new(fetch::HttpJwksFetcher::new()?),
+    ));
+    apply_config(&authority, config).await?;
+
+    let state = AppState {
+        authority: Arc::clone(&authority),
+        store: Arc::clone(&store),
+        metrics: Arc::new(ops::Metrics::new()),
+        admin_token: Arc::new(ClientSecret::new(admin_token.clone()).hash()),
+        secret_rotation_overlap: config.secret_rotation_overlap,
+    };
+    let public = with_common_layers(oauth::router(), &state, config.max_body_bytes);
+    let admin = with_common_layers(admin::router(state.clone()), &state, config.max_body_bytes);
+
+    let (stop, stopped) = watch::channel(false);
+    let (public_addr, public_task) = serve(config.listen, public, stopped.clone()).await?;
+    let (admin_addr, admin_task) = serve(config.admin_listen, admin, stopped.clone()).await?;
+    let tasks = vec![
+        public_task,
+        admin_task,
+        tokio::spawn(housekeeping(Arc::clone(&authority), stopped)),
+    ];
+    Ok(RunningServer {
+        public_addr,
+        admin_addr,
+        admin_token,
+        authority,
+        stop,
+        tasks,
+        audit_writer,
+        store,
+    })
+}
+
+fn max_token_ttl(config: &Config) -> i64 {
+    config
+        .resources
+        .iter()
+        .filter_map(|r| r.access_token_ttl)
+        .chain([config.access_token_ttl, 24 * 3600])
+        .max()
+        .unwrap_or(config.access_token_ttl)
+}
+
+fn with_common_layers(router: Router<AppState>, state: &AppState, max_body: usize) -> Router {
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.metrics),
+            ops::observe,
+        ))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state.clone())
+}
+
+async fn serve(
+    addr: SocketAddr,
+    app: Router,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<(SocketAddr, JoinHandle<()>), StartError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, %bound, "listener failed");
+        }
+    });
+    Ok((bound, task))
+}
+
+async fn housekeeping(authority: Arc<Authority>, mut stopped: watch::Receiver<bool>) {
+    let mut reload = tokio::time::interval(KEY_RELOAD_EVERY);
+    let mut purge = tokio::time::interval(PURGE_EVERY);
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            _ = reload.tick() => {
+                if let Err(e) = authority.keys().reload().await {
+                    tracing::error!(error = %e, "reloading signing keys failed");
+                }
+            }
+            _ = purge.tick() => {
+                match authority.store().purge_expired(authority.clock().now()).await {
+                    Ok(n) if n > 0 => tracing::debug!(purged = n, "purged expired replay and revocation entries"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "purge failed"),
+                }
+            }
+        }
+    }
+}
+
+/// Applies `[[resources]]` and `[[clients]]`: the file is the truth for
+/// what came from it, so entries removed from the file are removed here.
+async fn apply_config(authority: &Authority, config: &Config) -> Result<(), StartError> {
+    let store = authority.store();
+    let file_resources: BTreeSet<_> = config.resources.iter().map(|r| r.id.clone()).collect();
+    for r in store.list_resources().await? {
+        if r.from_config && !file_resources.contains(&r.id) {
+            store.delete_resource(&r.id).await?;
+        }
+    }
+    for r in &config.resources {
+        authority
+            .put_resource(
+                mandate_core::admin::NewResource {
+                    id: r.id.clone(),
+                    name: r.name.clone(),
+                    scopes: r.scopes.clone(),
+                    access_token_ttl: r.access_token_ttl,
+                },
+                true,
+            )
+            .await?;
+    }
+    let file_clients: BTreeSet<_> = config.clients.iter().map(|c| c.client_id.clone()).collect();
+    for c in store.list_clients().await? {
+        if c.origin == ClientOrigin::Config && !file_clients.contains(&c.client_id) {
+            store.delete_client(&c.client_id).await?;
+        }
+    }
+    for c in &config.clients {
+        let existing = store.get_client(&c.client_id).await?;
+        if existing.as_ref().is_some_and(|e| e.origin != ClientOrigin::Config) {
+            tracing::warn!(client_id = %c.client_id, "a client created at run time has this id; the configuration file replaces it");
+        }
+        let client = Client {
+            client_id: c.client_id.clone(),
+            name: c.name.clone(),
+            grant_types: c.grant_types.clone(),
+            scopes: c.scopes.clone(),
+            resources: c.resources.clone(),
+            auth_method: c.auth_method,
+            secrets: c
+                .secret_hash
+                .iter()
+                .map(|h| StoredSecret {
+                    hash: h.clone(),
+                    expires_at: None,
+                })
+                .collect(),
+            keys: c.keys.clone(),
+            redirect_uris: c.redirect_uris.clone(),
+            origin: ClientOrigin::Config,
+            registration_token: None,
+            created_at: existing.map_or_else(|| authority.clock().now(), |e| e.created_at),
+        };
+        store.put_client(&client).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! What every handler can reach.
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use mandate_core::Authority;
+use mandate_store::SqlStore;
+use mandate_types::SecretHash;
+
+use crate::ops::Metrics;
+
+/// Shared state of both listeners.
+#[derive(Clone)]
+pub struct AppState {
+    /// The protocol engine.
+    pub authority: Arc<Authority>,
+    /// The store, for readiness checks.
+    pub store: Arc<SqlStore>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Hash of the admin API token.
+    pub admin_token: Arc<SecretHash>,
+    /// Default overlap of old client secrets on rotation, seconds.
+    pub secret_rotation_overlap: i64,
+}
+
+impl FromRef<AppState> for Arc<Metrics> {
+    fn from_ref(s: &AppState) -> Self {
+        Arc::clone(&s.metrics)
+    }
+}

@@ -1,0 +1,181 @@
+//! Command-line syntax.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Authorization for AI agents: an OAuth 2.1 server with an audit trail.
+#[derive(Debug, Parser)]
+#[command(name = "mandate", version, about)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Where the configuration and the server are; shared by every command.
+#[derive(Debug, Args)]
+pub(crate) struct Global {
+    /// Configuration file (TOML).
+    #[arg(long, global = true, env = "MANDATE_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// State directory (SQLite database, master key, admin token).
+    #[arg(long, global = true)]
+    pub(crate) data_dir: Option<String>,
+    /// Admin API base URL (default: from the configuration's admin.listen).
+    #[arg(long, global = true, env = "MANDATE_ADMIN_URL")]
+    pub(crate) admin_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the authorization server.
+    Serve(ServeArgs),
+    /// Manage OAuth clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Manage protected resources (token audiences) and their scopes.
+    #[command(subcommand)]
+    Resource(ResourceCommand),
+    /// List and rotate signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Read and verify the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Fetch an access token with client credentials (for trying things out).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address of the public listener.
+    #[arg(long)]
+    pub(crate) listen: Option<String>,
+    /// Issuer URL.
+    #[arg(long)]
+    pub(crate) issuer: Option<String>,
+    /// Log format: text or json.
+    #[arg(long)]
+    pub(crate) log_format: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClientCommand {
+    /// Create a client; prints its id and one-time secret as JSON.
+    Create {
+        /// Human-readable name.
+        #[arg(long)]
+        name: String,
+        /// Grant type (repeatable), e.g. client_credentials.
+        #[arg(long = "grant-type", required = true)]
+        grant_types: Vec<String>,
+        /// The most the client may ever get, space-delimited.
+        #[arg(long)]
+        scope: String,
+        /// A resource it may use (repeatable; default all).
+        #[arg(long = "resource")]
+        resources: Vec<String>,
+        /// File with its public JWK Set (makes it a private_key_jwt client).
+        #[arg(long)]
+        jwks: Option<PathBuf>,
+        /// URL of its JWK Set (private_key_jwt).
+        #[arg(long)]
+        jwks_uri: Option<String>,
+        /// Choose the client id instead of generating one.
+        #[arg(long)]
+        client_id: Option<String>,
+        /// token_endpoint_auth_method (default client_secret_basic).
+        #[arg(long)]
+        auth_method: Option<String>,
+    },
+    /// List clients.
+    List,
+    /// Show one client.
+    Show {
+        /// Client id.
+        client_id: String,
+    },
+    /// Issue a new secret; the old one keeps working for the overlap.
+    RotateSecret {
+        /// Client id.
+        client_id: String,
+        /// How long the previous secret stays valid, e.g. "1h" (default from config).
+        #[arg(long)]
+        overlap: Option<String>,
+    },
+    /// Delete a client.
+    Delete {
+        /// Client id.
+        client_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ResourceCommand {
+    /// Create or replace a resource.
+    Create {
+        /// Resource identifier URL (the token audience).
+        #[arg(long)]
+        id: String,
+        /// Human-readable name.
+        #[arg(long)]
+        name: Option<String>,
+        /// A scope as NAME or NAME=DESCRIPTION (repeatable).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Access token lifetime for this audience, e.g. "5m".
+        #[arg(long)]
+        access_token_ttl: Option<String>,
+    },
+    /// List resources.
+    List,
+    /// Delete a resource.
+    Delete {
+        /// Resource identifier.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// List signing keys and their states.
+    List,
+    /// Publish a new key that signs after the pre-publication window.
+    Rotate,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Print recent events and follow new ones.
+    Tail {
+        /// How many past events to print first.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: i64,
+        /// Print and exit instead of following.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Check the whole hash chain; names the first broken link.
+    Verify,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenArgs {
+    /// Client id.
+    #[arg(long)]
+    pub(crate) client_id: String,
+    /// Client secret.
+    #[arg(long, env = "MANDATE_CLIENT_SECRET", hide_env_values = true)]
+    pub(crate) client_secret: String,
+    /// Resource (audience).
+    #[arg(long)]
+    pub(crate) resource: Option<String>,
+    /// Scope, space-delimited.
+    #[arg(long)]
+    pub(crate) scope: Option<String>,
+    /// Token endpoint (default: the configured issuer's).
+    #[arg(long)]
+    pub(crate) token_url: Option<String>,
+}
