@@ -228,7 +228,8 @@ impl Authority {
         if jti.is_empty() || jti.len() > 256 {
             return Err(fail("client assertion jti is empty or too long"));
         }
-        let key = format!("{}\u{0}{jti}", client.client_id);
+        // Client ids hold no spaces, so "client jti" is unambiguous.
+        let key = format!("{} {jti}", client.client_id);
         if !self.store.use_once("client_assertion", &key, exp + leeway).await? {
             return Err(fail("client assertion replayed"));
         }

@@ -1,0 +1,7 @@
+//! The integration suite: a real server on ephemeral ports, driven over HTTP,
+//! each test mounted once per storage backend (SQLite and PostgreSQL).
+
+#![allow(unreachable_pub)]
+
+mod common;
+mod suite;
