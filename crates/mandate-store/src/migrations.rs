@@ -1,7 +1,8 @@
 //! Schema migrations, applied at start in order, each in its own transaction.
 //! The schema is the only place the two databases differ (`BLOB`/`BYTEA`, the
 //! append-only trigger language). On PostgreSQL an advisory lock keeps two
-//! replicas starting together from racing.
+//! replicas starting together from racing; on SQLite, `BEGIN IMMEDIATE` around
+//! each version check does.
 
 use mandate_audit::GENESIS_HASH;
 use sqlx::{AnyPool, Row as _};
@@ -10,7 +11,7 @@ use crate::{db, Backend};
 use mandate_core::StoreError;
 
 /// Arbitrary key for `pg_advisory_lock`.
-const PG_LOCK_KEY: i64 = 0x6d61_6e64_6174_65;
+const PG_LOCK_KEY: i64 = 0x006d_616e_6461_7465;
 
 fn migration_1(backend: Backend) -> Vec<String> {
     let blob = match backend {
@@ -98,18 +99,28 @@ async fn apply_locked(
     .execute(&mut **conn)
     .await
     .map_err(db)?;
-    let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM mandate_migrations")
-        .fetch_one(&mut **conn)
-        .await
-        .map_err(db)?
-        .try_get("v")
-        .map_err(db)?;
     let migrations: [(i64, Vec<String>); 1] = [(1, migration_1(backend))];
     for (version, steps) in migrations {
+        // SQLite has no advisory lock: `BEGIN IMMEDIATE` takes the write lock
+        // before the version is read (waiting out `busy_timeout`), so a second
+        // process starting on the same file at the same moment sees the
+        // migration applied instead of applying it again.
+        let mut tx = match backend {
+            Backend::Sqlite => sqlx::Connection::begin_with(&mut **conn, "BEGIN IMMEDIATE").await,
+            Backend::Postgres => sqlx::Connection::begin(&mut **conn).await,
+        }
+        .map_err(db)?;
+        let current: i64 =
+            sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM mandate_migrations")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?
+                .try_get("v")
+                .map_err(db)?;
         if version <= current {
+            tx.rollback().await.map_err(db)?;
             continue;
         }
-        let mut tx = sqlx::Connection::begin(&mut **conn).await.map_err(db)?;
         for step in steps {
             sqlx::query(&step).execute(&mut *tx).await.map_err(db)?;
         }
