@@ -185,7 +185,10 @@ impl Default for ChainVerifier {
 impl ChainVerifier {
     /// Checks the next event. Feed events in `seq` order.
     pub fn push(&mut self, e: &Event) -> Result<(), BrokenLink> {
-        let broken = |problem| BrokenLink { seq: e.seq, problem };
+        let broken = |problem| BrokenLink {
+            seq: e.seq,
+            problem,
+        };
         if e.seq != self.next_seq {
             return Err(BrokenLink {
                 seq: self.next_seq,

@@ -156,7 +156,10 @@ impl Config {
                     .span()
                     .map(|s| text.get(s).unwrap_or("").to_owned())
                     .unwrap_or_default();
-                err(if key.is_empty() { "(file)".into() } else { key }, e.message())
+                err(
+                    if key.is_empty() { "(file)".into() } else { key },
+                    e.message(),
+                )
             })?,
             None => RawConfig::default(),
         };
@@ -174,9 +177,12 @@ impl Config {
         };
         let listen_raw = pick(&flags.listen, "MANDATE_LISTEN", raw.listen)
             .unwrap_or_else(|| "127.0.0.1:8080".into());
-        let listen: SocketAddr = listen_raw
-            .parse()
-            .map_err(|_| err("listen", format!("{listen_raw:?} is not an address like 127.0.0.1:8080")))?;
+        let listen: SocketAddr = listen_raw.parse().map_err(|_| {
+            err(
+                "listen",
+                format!("{listen_raw:?} is not an address like 127.0.0.1:8080"),
+            )
+        })?;
         let issuer = pick(&flags.issuer, "MANDATE_ISSUER", raw.issuer)
             .unwrap_or_else(|| format!("http://{listen}"));
         let issuer = check_issuer(&issuer)?;
@@ -186,8 +192,14 @@ impl Config {
         );
         let database_url = env("MANDATE_DATABASE_URL").or(raw.database_url);
         if let Some(u) = &database_url {
-            if !(u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://")) {
-                return Err(err("database_url", "must be a postgres:// (or sqlite:) URL"));
+            if !(u.starts_with("sqlite:")
+                || u.starts_with("postgres://")
+                || u.starts_with("postgresql://"))
+            {
+                return Err(err(
+                    "database_url",
+                    "must be a postgres:// (or sqlite:) URL",
+                ));
             }
         }
         let log_format = match env("MANDATE_LOG_FORMAT").or(raw.log_format).as_deref() {
@@ -212,11 +224,16 @@ impl Config {
             15 * 60,
         )?;
         if access_token_ttl > 24 * 3600 {
-            return Err(err("tokens.access_token_ttl", "at most 24h: access tokens are short-lived"));
+            return Err(err(
+                "tokens.access_token_ttl",
+                "at most 24h: access tokens are short-lived",
+            ));
         }
         let signing_alg = match env("MANDATE_SIGNING_ALG").or(t.signing_alg) {
             None => SigningAlg::EdDSA,
-            Some(s) => s.parse().map_err(|e: String| err("tokens.signing_alg", e))?,
+            Some(s) => s
+                .parse()
+                .map_err(|e: String| err("tokens.signing_alg", e))?,
         };
         let key_prepublish = duration("tokens.key_prepublish", t.key_prepublish, 10 * 60)?;
         let client_assertion_max_lifetime = duration(
@@ -225,11 +242,17 @@ impl Config {
             5 * 60,
         )?;
         let leeway = duration("tokens.leeway", t.leeway, 30)?;
-        let secret_rotation_overlap =
-            duration("tokens.secret_rotation_overlap", t.secret_rotation_overlap, 24 * 3600)?;
+        let secret_rotation_overlap = duration(
+            "tokens.secret_rotation_overlap",
+            t.secret_rotation_overlap,
+            24 * 3600,
+        )?;
         let max_body_bytes = raw.limits.max_body_bytes.unwrap_or(64 * 1024);
         if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
-            return Err(err("limits.max_body_bytes", "must be between 1024 and 16777216"));
+            return Err(err(
+                "limits.max_body_bytes",
+                "must be between 1024 and 16777216",
+            ));
         }
 
         let mut resources = Vec::new();
@@ -241,7 +264,8 @@ impl Config {
             }
             let mut scopes = BTreeMap::new();
             for (name, description) in r.scopes {
-                let s = Scope::parse(&name).map_err(|e| err(key("scopes"), format!("{name:?}: {e}")))?;
+                let s = Scope::parse(&name)
+                    .map_err(|e| err(key("scopes"), format!("{name:?}: {e}")))?;
                 scopes.insert(s, description);
             }
             let ttl = r
@@ -283,10 +307,16 @@ impl Config {
                     .initial_access_token_env
                     .unwrap_or_else(|| "MANDATE_INITIAL_ACCESS_TOKEN".into());
                 let token = env(&var).ok_or_else(|| {
-                    err("registration.initial_access_token_env", format!("environment variable {var} is not set"))
+                    err(
+                        "registration.initial_access_token_env",
+                        format!("environment variable {var} is not set"),
+                    )
                 })?;
                 if token.len() < 16 {
-                    return Err(err("registration.initial_access_token_env", "the token must be at least 16 characters"));
+                    return Err(err(
+                        "registration.initial_access_token_env",
+                        "the token must be at least 16 characters",
+                    ));
                 }
                 Some(mandate_types::ClientSecret::new(token).hash())
             }
@@ -295,7 +325,9 @@ impl Config {
         let registration_grant_types = match reg.grant_types {
             Some(list) => grant_types("registration.grant_types", &list)?,
             None => match registration_mode {
-                RegistrationMode::Open => BTreeSet::from([GrantType::AuthorizationCode, GrantType::RefreshToken]),
+                RegistrationMode::Open => {
+                    BTreeSet::from([GrantType::AuthorizationCode, GrantType::RefreshToken])
+                }
                 _ => BTreeSet::from([
                     GrantType::AuthorizationCode,
                     GrantType::RefreshToken,
@@ -328,12 +360,19 @@ impl Config {
 }
 
 fn check_issuer(issuer: &str) -> Result<String, ConfigError> {
-    let parsed = url::Url::parse(issuer).map_err(|e| err("issuer", format!("{issuer:?} is not a URL: {e}")))?;
+    let parsed = url::Url::parse(issuer)
+        .map_err(|e| err("issuer", format!("{issuer:?} is not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "https" | "http") {
-        return Err(err("issuer", "must be an https URL (http only for local use)"));
+        return Err(err(
+            "issuer",
+            "must be an https URL (http only for local use)",
+        ));
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(err("issuer", "must not have a query or fragment (RFC 8414 §2)"));
+        return Err(err(
+            "issuer",
+            "must not have a query or fragment (RFC 8414 §2)",
+        ));
     }
     Ok(issuer.trim_end_matches('/').to_owned())
 }
@@ -379,7 +418,10 @@ fn client_config(
             for r in list {
                 let uri = ResourceUri::parse(&r).map_err(|e| err(key("resources"), e))?;
                 if !resources.iter().any(|x| x.id == uri) {
-                    return Err(err(key("resources"), format!("{r} is not a [[resources]] id")));
+                    return Err(err(
+                        key("resources"),
+                        format!("{r} is not a [[resources]] id"),
+                    ));
                 }
                 set.insert(uri);
             }
@@ -404,42 +446,74 @@ fn client_config(
         (None, None) => None,
     };
     let secret_hash = match (c.secret_env, c.secret_sha256) {
-        (Some(_), Some(_)) => return Err(err(key("secret_env"), "give secret_env or secret_sha256, not both")),
+        (Some(_), Some(_)) => {
+            return Err(err(
+                key("secret_env"),
+                "give secret_env or secret_sha256, not both",
+            ))
+        }
         (Some(var), None) => {
-            let secret = env(&var)
-                .ok_or_else(|| err(key("secret_env"), format!("environment variable {var} is not set")))?;
+            let secret = env(&var).ok_or_else(|| {
+                err(
+                    key("secret_env"),
+                    format!("environment variable {var} is not set"),
+                )
+            })?;
             if secret.len() < 16 {
-                return Err(err(key("secret_env"), format!("the secret in {var} must be at least 16 characters")));
+                return Err(err(
+                    key("secret_env"),
+                    format!("the secret in {var} must be at least 16 characters"),
+                ));
             }
             Some(mandate_types::ClientSecret::new(secret).hash())
         }
-        (None, Some(hex)) => Some(SecretHash::from_hex(&hex).map_err(|e| err(key("secret_sha256"), e))?),
+        (None, Some(hex)) => {
+            Some(SecretHash::from_hex(&hex).map_err(|e| err(key("secret_sha256"), e))?)
+        }
         (None, None) => None,
     };
     let auth_method = match c.token_endpoint_auth_method.as_deref() {
-        Some(m) => ClientAuthMethod::parse(m)
-            .ok_or_else(|| err(key("token_endpoint_auth_method"), format!("unknown method {m:?}")))?,
+        Some(m) => ClientAuthMethod::parse(m).ok_or_else(|| {
+            err(
+                key("token_endpoint_auth_method"),
+                format!("unknown method {m:?}"),
+            )
+        })?,
         None if keys.is_some() => ClientAuthMethod::PrivateKeyJwt,
         None if secret_hash.is_some() => ClientAuthMethod::ClientSecretBasic,
         None => ClientAuthMethod::None,
     };
     match auth_method {
-        ClientAuthMethod::ClientSecretBasic | ClientAuthMethod::ClientSecretPost if secret_hash.is_none() => {
-            return Err(err(key("secret_env"), "a secret method needs secret_env or secret_sha256"))
+        ClientAuthMethod::ClientSecretBasic | ClientAuthMethod::ClientSecretPost
+            if secret_hash.is_none() =>
+        {
+            return Err(err(
+                key("secret_env"),
+                "a secret method needs secret_env or secret_sha256",
+            ))
         }
         ClientAuthMethod::PrivateKeyJwt if keys.is_none() => {
             return Err(err(key("jwks"), "private_key_jwt needs jwks or jwks_uri"))
         }
         ClientAuthMethod::None if grant_types.contains(&GrantType::ClientCredentials) => {
-            return Err(err(key("grant_types"), "client_credentials needs a client that authenticates"))
+            return Err(err(
+                key("grant_types"),
+                "client_credentials needs a client that authenticates",
+            ))
         }
         _ => {}
     }
     if secret_hash.is_some() && !auth_method.uses_secret() {
-        return Err(err(key("token_endpoint_auth_method"), "a secret is given but the method does not use it"));
+        return Err(err(
+            key("token_endpoint_auth_method"),
+            "a secret is given but the method does not use it",
+        ));
     }
     if keys.is_some() && auth_method != ClientAuthMethod::PrivateKeyJwt {
-        return Err(err(key("token_endpoint_auth_method"), "keys are given but the method is not private_key_jwt"));
+        return Err(err(
+            key("token_endpoint_auth_method"),
+            "keys are given but the method is not private_key_jwt",
+        ));
     }
     Ok(ClientConfig {
         name: c.name.unwrap_or_else(|| client_id.to_string()),

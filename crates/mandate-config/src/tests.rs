@@ -13,7 +13,9 @@ fn defaults_with_no_file() {
     assert_eq!(c.access_token_ttl, 900);
     assert_eq!(c.signing_alg, SigningAlg::EdDSA);
     assert_eq!(c.registration_mode, RegistrationMode::Closed);
-    assert!(c.effective_database_url().starts_with("sqlite://./mandate-data/mandate.db"));
+    assert!(c
+        .effective_database_url()
+        .starts_with("sqlite://./mandate-data/mandate.db"));
 }
 
 #[test]
@@ -31,8 +33,12 @@ fn precedence_is_flag_then_env_then_file() {
 
 #[test]
 fn errors_name_the_key() {
-    let e = Config::load(Some("[tokens]\naccess_token_ttl = \"soon\""), &Overrides::default(), &no_env)
-        .unwrap_err();
+    let e = Config::load(
+        Some("[tokens]\naccess_token_ttl = \"soon\""),
+        &Overrides::default(),
+        &no_env,
+    )
+    .unwrap_err();
     assert_eq!(e.key, "tokens.access_token_ttl");
     let e = Config::load(Some("bogus = 1"), &Overrides::default(), &no_env).unwrap_err();
     assert!(e.to_string().contains("bogus"), "{e}");
@@ -51,7 +57,10 @@ secret_env = "AGENT_SECRET"
     assert!(e.problem.contains("AGENT_SECRET"));
     let env = |k: &str| (k == "AGENT_SECRET").then(|| "s".repeat(32));
     let c = Config::load(Some(file), &Overrides::default(), &env).unwrap();
-    assert_eq!(c.clients[0].auth_method, ClientAuthMethod::ClientSecretBasic);
+    assert_eq!(
+        c.clients[0].auth_method,
+        ClientAuthMethod::ClientSecretBasic
+    );
     assert_eq!(c.resources[0].name, "https://api.example");
 }
 

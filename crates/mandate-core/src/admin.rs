@@ -9,7 +9,9 @@ use serde::Deserialize;
 
 use crate::authority::Authority;
 use crate::keyring::KeyInfo;
-use crate::model::{Client, ClientAuthMethod, ClientKeys, ClientOrigin, GrantType, Resource, StoredSecret};
+use crate::model::{
+    Client, ClientAuthMethod, ClientKeys, ClientOrigin, GrantType, Resource, StoredSecret,
+};
 use crate::registration::check_redirect_uri;
 use crate::Error;
 
@@ -68,9 +70,12 @@ impl Authority {
         origin: ClientOrigin,
     ) -> Result<(Client, Option<ClientSecret>), Error> {
         let keys = match (new.jwks, new.jwks_uri) {
-            (Some(_), Some(_)) => return Err(Error::Conflict("give jwks or jwks_uri, not both".into())),
+            (Some(_), Some(_)) => {
+                return Err(Error::Conflict("give jwks or jwks_uri, not both".into()))
+            }
             (Some(j), None) => {
-                j.check().map_err(|e| Error::Conflict(e.to_string().into()))?;
+                j.check()
+                    .map_err(|e| Error::Conflict(e.to_string().into()))?;
                 Some(ClientKeys::Jwks(j))
             }
             (None, Some(u)) => Some(ClientKeys::JwksUri(u)),
@@ -82,7 +87,9 @@ impl Authority {
             ClientAuthMethod::ClientSecretBasic
         });
         if (auth_method == ClientAuthMethod::PrivateKeyJwt) != keys.is_some() {
-            return Err(Error::Conflict("private_key_jwt needs keys, and only it".into()));
+            return Err(Error::Conflict(
+                "private_key_jwt needs keys, and only it".into(),
+            ));
         }
         for uri in &new.redirect_uris {
             check_redirect_uri(uri)?;
@@ -132,11 +139,15 @@ impl Authority {
             .await?
             .ok_or(Error::NotFound("client"))?;
         if !client.auth_method.uses_secret() {
-            return Err(Error::Conflict("client does not authenticate with a secret".into()));
+            return Err(Error::Conflict(
+                "client does not authenticate with a secret".into(),
+            ));
         }
         let now = self.clock.now();
         let until = now + overlap.max(0);
-        client.secrets.retain(|s| s.expires_at.is_none_or(|t| t > now));
+        client
+            .secrets
+            .retain(|s| s.expires_at.is_none_or(|t| t > now));
         for s in &mut client.secrets {
             s.expires_at = Some(s.expires_at.map_or(until, |t| t.min(until)));
         }
@@ -164,7 +175,11 @@ impl Authority {
     }
 
     /// Creates or replaces a resource.
-    pub async fn put_resource(&self, new: NewResource, from_config: bool) -> Result<Resource, Error> {
+    pub async fn put_resource(
+        &self,
+        new: NewResource,
+        from_config: bool,
+    ) -> Result<Resource, Error> {
         if new.access_token_ttl.is_some_and(|t| t <= 0) {
             return Err(Error::Conflict("access_token_ttl must be positive".into()));
         }

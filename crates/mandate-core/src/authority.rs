@@ -151,14 +151,15 @@ impl Authority {
             PresentedClient::Assertion {
                 client_id,
                 assertion,
-            } => self.authenticate_assertion(client_id, &assertion, endpoint).await,
-            PresentedClient::Public { client_id } => {
-                match self.find_client(&client_id).await? {
-                    Some(c) if c.auth_method == ClientAuthMethod::None => Ok(c),
-                    Some(_) => Err(fail("confidential client sent no credentials")),
-                    None => Err(fail("unknown client")),
-                }
+            } => {
+                self.authenticate_assertion(client_id, &assertion, endpoint)
+                    .await
             }
+            PresentedClient::Public { client_id } => match self.find_client(&client_id).await? {
+                Some(c) if c.auth_method == ClientAuthMethod::None => Ok(c),
+                Some(_) => Err(fail("confidential client sent no credentials")),
+                None => Err(fail("unknown client")),
+            },
         }
     }
 
@@ -176,7 +177,8 @@ impl Authority {
         endpoint: &str,
     ) -> Result<Client, Error> {
         let fail = |detail: &'static str| Error::invalid_client(false, detail);
-        let jwt = UnverifiedJwt::parse(assertion).map_err(|_| fail("malformed client assertion"))?;
+        let jwt =
+            UnverifiedJwt::parse(assertion).map_err(|_| fail("malformed client assertion"))?;
         let peek: AssertionClaims = jwt
             .insecure_peek_claims()
             .map_err(|_| fail("malformed client assertion"))?;
@@ -208,11 +210,17 @@ impl Authority {
         let now = self.clock.now();
         let leeway = self.settings.leeway;
         let token_endpoint = self.settings.endpoint("/token");
-        let accepted = [self.settings.issuer.as_str(), token_endpoint.as_str(), endpoint];
+        let accepted = [
+            self.settings.issuer.as_str(),
+            token_endpoint.as_str(),
+            endpoint,
+        ];
         if !claims.aud.contains_any(&accepted) {
             return Err(fail("client assertion aud is not this server"));
         }
-        let exp = claims.exp.ok_or_else(|| fail("client assertion has no exp"))?;
+        let exp = claims
+            .exp
+            .ok_or_else(|| fail("client assertion has no exp"))?;
         if exp + leeway <= now {
             return Err(fail("client assertion expired"));
         }
@@ -224,13 +232,19 @@ impl Authority {
         {
             return Err(fail("client assertion not yet valid"));
         }
-        let jti = claims.jti.ok_or_else(|| fail("client assertion has no jti"))?;
+        let jti = claims
+            .jti
+            .ok_or_else(|| fail("client assertion has no jti"))?;
         if jti.is_empty() || jti.len() > 256 {
             return Err(fail("client assertion jti is empty or too long"));
         }
         // Client ids hold no spaces, so "client jti" is unambiguous.
         let key = format!("{} {jti}", client.client_id);
-        if !self.store.use_once("client_assertion", &key, exp + leeway).await? {
+        if !self
+            .store
+            .use_once("client_assertion", &key, exp + leeway)
+            .await?
+        {
             return Err(fail("client assertion replayed"));
         }
         Ok(client)

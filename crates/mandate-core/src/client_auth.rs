@@ -52,7 +52,9 @@ impl PresentedClient {
     /// Reads client credentials from the `Authorization` header value and the form.
     pub fn from_request(authorization: Option<&str>, form: &FormParams) -> Result<Self, Error> {
         let basic = match authorization {
-            Some(h) if h.len() > 6 && h.get(..6).is_some_and(|s| s.eq_ignore_ascii_case("basic ")) => {
+            Some(h)
+                if h.len() > 6 && h.get(..6).is_some_and(|s| s.eq_ignore_ascii_case("basic ")) =>
+            {
                 Some(parse_basic(h.get(6..).unwrap_or_default())?)
             }
             _ => None,
@@ -72,7 +74,10 @@ impl PresentedClient {
         }
         if let Some((client_id, secret)) = basic {
             if form_id.is_some_and(|id| id != client_id) {
-                return Err(Error::invalid_client(true, "client_id in form differs from Basic"));
+                return Err(Error::invalid_client(
+                    true,
+                    "client_id in form differs from Basic",
+                ));
             }
             return Ok(Self::Basic { client_id, secret });
         }

@@ -62,7 +62,11 @@ impl Authority {
 
     /// RFC 7009. Unknown and invalid tokens are answered with success (§2.2);
     /// a token issued to another client is refused.
-    pub async fn revoke(&self, authorization: Option<&str>, form: &FormParams) -> Result<(), Error> {
+    pub async fn revoke(
+        &self,
+        authorization: Option<&str>,
+        form: &FormParams,
+    ) -> Result<(), Error> {
         let token = form.required("token")?;
         // token_type_hint is optional and only a hint; we revoke access tokens.
         form.single("token_type_hint")?;

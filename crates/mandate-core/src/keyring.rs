@@ -226,7 +226,9 @@ impl Keyring {
             let key = SigningKey::from_private(info.alg, &PrivateKeyDer::from_der(der))
                 .map_err(|e| Error::Keys(format!("key {}: {e}", info.kid).into()))?;
             if key.kid() != info.kid {
-                return Err(Error::Keys(format!("key {} does not match its kid", info.kid).into()));
+                return Err(Error::Keys(
+                    format!("key {} does not match its kid", info.kid).into(),
+                ));
             }
             loaded.push(LoadedKey {
                 info,

@@ -30,7 +30,11 @@ pub struct ServerMetadata {
     access_token_signing_alg_values_supported: Vec<&'static str>,
 }
 
-const AUTH_METHODS: [&str; 3] = ["client_secret_basic", "client_secret_post", "private_key_jwt"];
+const AUTH_METHODS: [&str; 3] = [
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+];
 
 impl Authority {
     /// The RFC 8414 document.

@@ -107,7 +107,9 @@ pub fn check_redirect_uri(uri: &str) -> Result<(), Error> {
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if loopback => Ok(()),
-        _ => Err(bad("redirect URI must be https, or http on a loopback address")),
+        _ => Err(bad(
+            "redirect URI must be https, or http on a loopback address",
+        )),
     }
 }
 
@@ -131,7 +133,9 @@ impl Authority {
                     .as_ref()
                     .is_some_and(|h| h.matches(&ClientSecret::new(presented.to_owned())));
                 if !ok {
-                    return Err(Error::InvalidToken("initial access token is not valid".into()));
+                    return Err(Error::InvalidToken(
+                        "initial access token is not valid".into(),
+                    ));
                 }
             }
         }
@@ -173,7 +177,9 @@ impl Authority {
     ) -> Result<RegistrationResponse, Error> {
         let existing = self.registered_client(client_id, authorization).await?;
         if metadata.client_id.as_deref() != Some(existing.client_id.as_str()) {
-            return Err(bad_metadata("client_id in the body must match the registration"));
+            return Err(bad_metadata(
+                "client_id in the body must match the registration",
+            ));
         }
         let (mut client, secret) = self.build_client(metadata, Some(&existing)).await?;
         client.registration_token = existing.registration_token.clone();
@@ -225,8 +231,9 @@ impl Authority {
         let policy = &self.settings.registration;
         let auth_method = match m.token_endpoint_auth_method.as_deref() {
             None => ClientAuthMethod::ClientSecretBasic,
-            Some(s) => ClientAuthMethod::parse(s)
-                .ok_or_else(|| bad_metadata(format!("unsupported token_endpoint_auth_method {s}")))?,
+            Some(s) => ClientAuthMethod::parse(s).ok_or_else(|| {
+                bad_metadata(format!("unsupported token_endpoint_auth_method {s}"))
+            })?,
         };
         let grant_names = m
             .grant_types
@@ -236,12 +243,18 @@ impl Authority {
             let grant = GrantType::parse(g)
                 .ok_or_else(|| bad_metadata(format!("unsupported grant type {g}")))?;
             if !policy.allowed_grant_types.contains(&grant) {
-                return Err(bad_metadata(format!("grant type {g} may not be registered here")));
+                return Err(bad_metadata(format!(
+                    "grant type {g} may not be registered here"
+                )));
             }
             grant_types.insert(grant);
         }
-        if grant_types.contains(&GrantType::ClientCredentials) && auth_method == ClientAuthMethod::None {
-            return Err(bad_metadata("client_credentials needs a confidential client"));
+        if grant_types.contains(&GrantType::ClientCredentials)
+            && auth_method == ClientAuthMethod::None
+        {
+            return Err(bad_metadata(
+                "client_credentials needs a confidential client",
+            ));
         }
         if let Some(rt) = &m.response_types {
             if rt.iter().any(|t| t != "code") {
@@ -293,7 +306,9 @@ impl Authority {
             (None, None) => None,
         };
         if (auth_method == ClientAuthMethod::PrivateKeyJwt) != keys.is_some() {
-            return Err(bad_metadata("private_key_jwt needs jwks or jwks_uri, and only it"));
+            return Err(bad_metadata(
+                "private_key_jwt needs jwks or jwks_uri, and only it",
+            ));
         }
         let (secrets, secret) = match existing {
             Some(c) if c.auth_method.uses_secret() && auth_method.uses_secret() => {

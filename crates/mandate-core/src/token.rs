@@ -148,7 +148,9 @@ impl Authority {
         match requested {
             Some(uri) => {
                 if !client.may_use(&uri) {
-                    return Err(Error::InvalidTarget("client may not use this resource".into()));
+                    return Err(Error::InvalidTarget(
+                        "client may not use this resource".into(),
+                    ));
                 }
                 self.store
                     .get_resource(&uri)
@@ -291,9 +293,15 @@ mod tests {
         let r = resource(&["read", "write", "other"]);
         assert_eq!(grant_scope(&c, &r, None).unwrap().to_string(), "read write");
         let narrow = ScopeSet::parse("read").unwrap();
-        assert_eq!(grant_scope(&c, &r, Some(narrow)).unwrap().to_string(), "read");
+        assert_eq!(
+            grant_scope(&c, &r, Some(narrow)).unwrap().to_string(),
+            "read"
+        );
         let wide = ScopeSet::parse("read admin").unwrap();
-        assert!(matches!(grant_scope(&c, &r, Some(wide)), Err(Error::InvalidScope(_))));
+        assert!(matches!(
+            grant_scope(&c, &r, Some(wide)),
+            Err(Error::InvalidScope(_))
+        ));
         assert!(matches!(
             grant_scope(&client("x"), &r, None),
             Err(Error::InvalidScope(_))
@@ -303,13 +311,22 @@ mod tests {
     #[test]
     fn parse_refuses_unknown_grants_and_two_resources() {
         let f = FormParams::parse(b"grant_type=password").unwrap();
-        assert!(matches!(TokenRequest::parse(&f), Err(Error::UnsupportedGrantType)));
+        assert!(matches!(
+            TokenRequest::parse(&f),
+            Err(Error::UnsupportedGrantType)
+        ));
         let f = FormParams::parse(b"scope=a").unwrap();
-        assert!(matches!(TokenRequest::parse(&f), Err(Error::InvalidRequest(_))));
+        assert!(matches!(
+            TokenRequest::parse(&f),
+            Err(Error::InvalidRequest(_))
+        ));
         let f = FormParams::parse(
             b"grant_type=client_credentials&resource=https://a.example&resource=https://b.example",
         )
         .unwrap();
-        assert!(matches!(TokenRequest::parse(&f), Err(Error::InvalidTarget(_))));
+        assert!(matches!(
+            TokenRequest::parse(&f),
+            Err(Error::InvalidTarget(_))
+        ));
     }
 }

@@ -49,7 +49,9 @@ impl std::str::FromStr for SigningAlg {
             "EdDSA" => Ok(Self::EdDSA),
             "ES256" => Ok(Self::ES256),
             "RS256" => Ok(Self::RS256),
-            other => Err(format!("unsupported signing algorithm {other:?}: use EdDSA, ES256 or RS256")),
+            other => Err(format!(
+                "unsupported signing algorithm {other:?}: use EdDSA, ES256 or RS256"
+            )),
         }
     }
 }

@@ -166,11 +166,15 @@ mod tests {
         let mut impostor = other.public_jwk().clone();
         impostor.kid = Some(k.kid().to_owned());
         assert!(matches!(
-            UnverifiedJwt::parse(&token).unwrap().verify::<Value>(&[impostor]),
+            UnverifiedJwt::parse(&token)
+                .unwrap()
+                .verify::<Value>(&[impostor]),
             Err(JoseError::BadSignature)
         ));
         assert!(matches!(
-            UnverifiedJwt::parse(&token).unwrap().verify::<Value>(&[other.public_jwk().clone()]),
+            UnverifiedJwt::parse(&token)
+                .unwrap()
+                .verify::<Value>(&[other.public_jwk().clone()]),
             Err(JoseError::UnknownKey)
         ));
         let parts: Vec<&str> = token.split('.').collect();
@@ -189,14 +193,20 @@ mod tests {
             URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
             parts[1]
         );
-        assert!(matches!(UnverifiedJwt::parse(&none), Err(JoseError::AlgorithmNotAllowed)));
+        assert!(matches!(
+            UnverifiedJwt::parse(&none),
+            Err(JoseError::AlgorithmNotAllowed)
+        ));
         let hs = format!(
             "{}.{}.{}",
             URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256"}"#),
             parts[1],
             parts[2]
         );
-        assert!(matches!(UnverifiedJwt::parse(&hs), Err(JoseError::AlgorithmNotAllowed)));
+        assert!(matches!(
+            UnverifiedJwt::parse(&hs),
+            Err(JoseError::AlgorithmNotAllowed)
+        ));
         assert!(UnverifiedJwt::parse("a.b").is_err());
         assert!(UnverifiedJwt::parse(&"a".repeat(MAX_JWT_LEN + 1)).is_err());
     }

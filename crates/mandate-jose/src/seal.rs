@@ -21,7 +21,13 @@ impl MasterKey {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut chacha20poly1305::aead::OsRng);
         let ct = self
             .0
-            .encrypt(&nonce, Payload { msg: plaintext, aad })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .map_err(|_| JoseError::Key("encryption failed"))?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ct);
@@ -55,7 +61,9 @@ mod tests {
         let sealed = k.seal(b"secret", b"kid-1").unwrap();
         assert_eq!(k.open(&sealed, b"kid-1").unwrap(), b"secret");
         assert!(k.open(&sealed, b"kid-2").is_err());
-        assert!(MasterKey::from_bytes(&[8; 32]).open(&sealed, b"kid-1").is_err());
+        assert!(MasterKey::from_bytes(&[8; 32])
+            .open(&sealed, b"kid-1")
+            .is_err());
         assert!(k.open(&sealed[..10], b"kid-1").is_err());
     }
 }

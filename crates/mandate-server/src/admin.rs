@@ -29,7 +29,10 @@ const MAX_AUDIT_PAGE: i64 = 10_000;
 pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/admin/clients", get(list_clients).post(create_client))
-        .route("/admin/clients/{id}", get(show_client).delete(delete_client))
+        .route(
+            "/admin/clients/{id}",
+            get(show_client).delete(delete_client),
+        )
         .route("/admin/clients/{id}/rotate-secret", post(rotate_secret))
         .route(
             "/admin/resources",
@@ -120,7 +123,12 @@ fn client_id(raw: &str) -> Result<ClientId, ApiError> {
 }
 
 async fn list_clients(State(s): State<AppState>) -> Result<Json<Vec<ClientView>>, ApiError> {
-    let clients = s.authority.store().list_clients().await.map_err(Error::from)?;
+    let clients = s
+        .authority
+        .store()
+        .list_clients()
+        .await
+        .map_err(Error::from)?;
     Ok(Json(clients.iter().map(ClientView::from).collect()))
 }
 
@@ -183,7 +191,12 @@ async fn rotate_secret(
 }
 
 async fn list_resources(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let resources = s.authority.store().list_resources().await.map_err(Error::from)?;
+    let resources = s
+        .authority
+        .store()
+        .list_resources()
+        .await
+        .map_err(Error::from)?;
     Ok(Json(resources).into_response())
 }
 

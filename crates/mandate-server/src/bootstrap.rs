@@ -55,7 +55,11 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), BootstrapError> {
 }
 
 /// Reads `name` from the data directory, or creates it with `make()`, 0600.
-fn read_or_create(dir: &Path, name: &str, make: impl Fn() -> String) -> Result<String, BootstrapError> {
+fn read_or_create(
+    dir: &Path,
+    name: &str,
+    make: impl Fn() -> String,
+) -> Result<String, BootstrapError> {
     let path = dir.join(name);
     match fs::read_to_string(&path) {
         Ok(s) => return Ok(s.trim().to_owned()),
@@ -95,9 +99,11 @@ pub fn master_key(dir: &Path, from_env: Option<String>) -> Result<MasterKey, Boo
             .or_else(|_| STANDARD.decode(text))
             .ok()
     };
-    let bytes: [u8; 32] = bytes
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| BootstrapError::MasterKey(format!("{source} must hold 32 bytes as base64 or 64 hex digits")))?;
+    let bytes: [u8; 32] = bytes.and_then(|b| b.try_into().ok()).ok_or_else(|| {
+        BootstrapError::MasterKey(format!(
+            "{source} must hold 32 bytes as base64 or 64 hex digits"
+        ))
+    })?;
     Ok(MasterKey::from_bytes(&bytes))
 }
 

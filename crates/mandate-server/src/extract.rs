@@ -49,7 +49,9 @@ impl IntoResponse for TooLarge {
         (
             StatusCode::PAYLOAD_TOO_LARGE,
             no_store(),
-            Json(json!({"error": "invalid_request", "error_description": "request body too large"})),
+            Json(
+                json!({"error": "invalid_request", "error_description": "request body too large"}),
+            ),
         )
             .into_response()
     }

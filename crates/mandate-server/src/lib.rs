@@ -285,7 +285,10 @@ async fn apply_config(authority: &Authority, config: &Config) -> Result<(), Star
     }
     for c in &config.clients {
         let existing = store.get_client(&c.client_id).await?;
-        if existing.as_ref().is_some_and(|e| e.origin != ClientOrigin::Config) {
+        if existing
+            .as_ref()
+            .is_some_and(|e| e.origin != ClientOrigin::Config)
+        {
             tracing::warn!(client_id = %c.client_id, "a client created at run time has this id; the configuration file replaces it");
         }
         let client = Client {

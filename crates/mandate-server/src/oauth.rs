@@ -125,7 +125,10 @@ async fn jwks(State(s): State<AppState>) -> Response {
         .unwrap_or(HeaderValue::from_static("no-cache"));
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/jwk-set+json"),
+            ),
             (header::CACHE_CONTROL, cache),
         ],
         body,
@@ -136,7 +139,10 @@ async fn jwks(State(s): State<AppState>) -> Response {
 async fn metadata(State(s): State<AppState>) -> Result<Response, ApiError> {
     let doc = s.authority.metadata().await?;
     Ok((
-        [(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"))],
+        [(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        )],
         Json(doc),
     )
         .into_response())

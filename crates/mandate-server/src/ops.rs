@@ -60,14 +60,26 @@ impl Metrics {
         );
         let issued = Family::<GrantLabels, Counter>::default();
         let refused = Family::<ReasonLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests by route and status", requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
         registry.register(
             "http_request_duration_seconds",
             "HTTP request latency by route",
             latency.clone(),
         );
-        registry.register("tokens_issued", "Access tokens issued by grant type", issued.clone());
-        registry.register("tokens_refused", "Token requests refused by OAuth error", refused.clone());
+        registry.register(
+            "tokens_issued",
+            "Access tokens issued by grant type",
+            issued.clone(),
+        );
+        registry.register(
+            "tokens_refused",
+            "Token requests refused by OAuth error",
+            refused.clone(),
+        );
         Self {
             registry,
             requests,

@@ -263,7 +263,9 @@ impl Store for SqlStore {
                 let alg: String = r.try_get("alg").map_err(c)?;
                 Ok(StoredSigningKey {
                     kid: r.try_get("kid").map_err(c)?,
-                    alg: alg.parse().map_err(|e: String| corrupt("signing_keys", e))?,
+                    alg: alg
+                        .parse()
+                        .map_err(|e: String| corrupt("signing_keys", e))?,
                     sealed_private_key: r.try_get("sealed_private_key").map_err(c)?,
                     created_at: r.try_get("created_at").map_err(c)?,
                     activate_at: r.try_get("activate_at").map_err(c)?,
@@ -321,13 +323,12 @@ impl Store for SqlStore {
         let mut tx = self.pool.begin().await.map_err(db)?;
         // Writing first takes the lock (row lock on PostgreSQL, the write lock on
         // SQLite), so concurrent replicas chain one after the other.
-        let head = sqlx::query(
-            "UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash",
-        )
-        .bind(count)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db)?;
+        let head =
+            sqlx::query("UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash")
+                .bind(count)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
         let last_seq: i64 = head.try_get("seq").map_err(|e| corrupt("audit_head", e))?;
         let mut prev: String = head.try_get("hash").map_err(|e| corrupt("audit_head", e))?;
         let mut chained = Vec::with_capacity(events.len());

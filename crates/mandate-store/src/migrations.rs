@@ -29,8 +29,7 @@ fn migration_1(backend: Backend) -> Vec<String> {
         "CREATE TABLE used_values (namespace TEXT NOT NULL, value TEXT NOT NULL, \
          expires_at BIGINT NOT NULL, PRIMARY KEY (namespace, value))"
             .to_owned(),
-        "CREATE TABLE revoked_tokens (jti TEXT PRIMARY KEY, expires_at BIGINT NOT NULL)"
-            .to_owned(),
+        "CREATE TABLE revoked_tokens (jti TEXT PRIMARY KEY, expires_at BIGINT NOT NULL)".to_owned(),
         "CREATE TABLE audit_events (seq BIGINT PRIMARY KEY, time_ms BIGINT NOT NULL, \
          kind TEXT NOT NULL, client_id TEXT, subject TEXT, audience TEXT, scopes TEXT, \
          jti TEXT, outcome TEXT NOT NULL, reason TEXT, prev_hash TEXT NOT NULL, \

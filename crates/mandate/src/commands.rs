@@ -9,7 +9,9 @@ use mandate_config::{Config, LogFormat, Overrides};
 use mandate_types::SystemClock;
 use serde_json::{json, Value};
 
-use crate::cli::{AuditCommand, Cli, ClientCommand, Command, KeysCommand, ResourceCommand, TokenArgs};
+use crate::cli::{
+    AuditCommand, Cli, ClientCommand, Command, KeysCommand, ResourceCommand, TokenArgs,
+};
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -57,9 +59,11 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 Command::Client(c) => client(&admin, c, &config).await,
                 Command::Resource(c) => resource(&admin, c).await,
                 Command::Keys(KeysCommand::List) => print(admin.get("/admin/keys").await?),
-                Command::Keys(KeysCommand::Rotate) => {
-                    print(admin.send(reqwest::Method::POST, "/admin/keys/rotate", None).await?)
-                }
+                Command::Keys(KeysCommand::Rotate) => print(
+                    admin
+                        .send(reqwest::Method::POST, "/admin/keys/rotate", None)
+                        .await?,
+                ),
                 Command::Audit(AuditCommand::Verify) => audit_verify(&admin).await,
                 Command::Audit(AuditCommand::Tail { lines, once }) => {
                     audit_tail(&admin, *lines, *once).await
@@ -154,7 +158,9 @@ impl Admin {
         let token = match env("MANDATE_ADMIN_TOKEN") {
             Some(t) => t,
             None => {
-                let path = config.data_dir.join(mandate_server::bootstrap::ADMIN_TOKEN_FILE);
+                let path = config
+                    .data_dir
+                    .join(mandate_server::bootstrap::ADMIN_TOKEN_FILE);
                 std::fs::read_to_string(&path)
                     .map(|t| t.trim().to_owned())
                     .map_err(|e| {
@@ -176,7 +182,12 @@ impl Admin {
         })
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -258,12 +269,18 @@ async fn client(admin: &Admin, c: &ClientCommand, _config: &Config) -> Result<()
                 "jwks": jwks,
                 "jwks_uri": jwks_uri,
             });
-            print(admin.send(reqwest::Method::POST, "/admin/clients", Some(body)).await?)
+            print(
+                admin
+                    .send(reqwest::Method::POST, "/admin/clients", Some(body))
+                    .await?,
+            )
         }
         ClientCommand::List => print(admin.get("/admin/clients").await?),
-        ClientCommand::Show { client_id } => {
-            print(admin.get(&format!("/admin/clients/{}", encode_path(client_id))).await?)
-        }
+        ClientCommand::Show { client_id } => print(
+            admin
+                .get(&format!("/admin/clients/{}", encode_path(client_id)))
+                .await?,
+        ),
         ClientCommand::RotateSecret { client_id, overlap } => {
             let body = match overlap {
                 Some(o) => json!({ "overlap_seconds": seconds(o)? }),
@@ -308,7 +325,11 @@ async fn resource(admin: &Admin, c: &ResourceCommand) -> Result<()> {
                 "scopes": scopes,
                 "access_token_ttl": ttl,
             });
-            print(admin.send(reqwest::Method::POST, "/admin/resources", Some(body)).await?)
+            print(
+                admin
+                    .send(reqwest::Method::POST, "/admin/resources", Some(body))
+                    .await?,
+            )
         }
         ResourceCommand::List => print(admin.get("/admin/resources").await?),
         ResourceCommand::Delete { id } => {
@@ -392,7 +413,10 @@ async fn token(config: &Config, args: &TokenArgs) -> Result<()> {
     }
     let response = reqwest::Client::new()
         .post(&url)
-        .basic_auth(encode_form(&args.client_id), Some(encode_form(&args.client_secret)))
+        .basic_auth(
+            encode_form(&args.client_id),
+            Some(encode_form(&args.client_secret)),
+        )
         .form(&form)
         .send()
         .await

@@ -120,7 +120,10 @@ pub fn env_with(extra: &'static [(&'static str, &'static str)]) -> impl Fn(&str)
         if k == "MANDATE_MASTER_KEY" {
             return Some(MASTER_KEY.to_owned());
         }
-        extra.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())
+        extra
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| (*v).to_owned())
     }
 }
 
@@ -203,7 +206,11 @@ impl Harness {
     }
 
     /// A client_credentials request with Basic auth.
-    pub async fn token_basic(&self, client: &str, form: &[(&str, &str)]) -> (StatusCode, HeaderMap, Value) {
+    pub async fn token_basic(
+        &self,
+        client: &str,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Value) {
         let mut f = vec![("grant_type", "client_credentials")];
         f.extend_from_slice(form);
         self.post_form("/token", &f, Some((client, SECRET))).await
@@ -255,13 +262,24 @@ impl Harness {
     }
 
     pub async fn get_json(&self, path: &str) -> (StatusCode, HeaderMap, Value) {
-        into_parts(self.http.get(format!("{}{path}", self.base)).send().await.unwrap()).await
+        into_parts(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
     }
 
     /// Every audit event so far.
     pub async fn audit(&self) -> Vec<mandate_audit::Event> {
         let (s, v) = self
-            .admin_send(reqwest::Method::GET, "/admin/audit?after=0&limit=10000", None)
+            .admin_send(
+                reqwest::Method::GET,
+                "/admin/audit?after=0&limit=10000",
+                None,
+            )
             .await;
         assert_eq!(s, StatusCode::OK);
         serde_json::from_value(v).unwrap()

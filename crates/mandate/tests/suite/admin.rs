@@ -9,15 +9,38 @@ use crate::common::*;
 async fn admin_api(db: &TestDb) {
     let h = Harness::start(db).await;
     // No token, wrong token.
-    let anon = h.http.get(format!("{}/admin/clients", h.admin)).send().await.unwrap();
+    let anon = h
+        .http
+        .get(format!("{}/admin/clients", h.admin))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anon.status(), StatusCode::UNAUTHORIZED);
-    let wrong = h.http.get(format!("{}/admin/clients", h.admin)).bearer_auth("x".repeat(43)).send().await.unwrap();
+    let wrong = h
+        .http
+        .get(format!("{}/admin/clients", h.admin))
+        .bearer_auth("x".repeat(43))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
     // The admin API is not on the public listener.
-    assert_eq!(h.http.get(format!("{}/admin/clients", h.base)).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        h.http
+            .get(format!("{}/admin/clients", h.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
 
     let (s, _) = h
-        .admin_send(Method::POST, "/admin/resources", Some(json!({"id": "https://new.example", "name": "New", "scopes": {"go": "Go"}})))
+        .admin_send(
+            Method::POST,
+            "/admin/resources",
+            Some(json!({"id": "https://new.example", "name": "New", "scopes": {"go": "Go"}})),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED);
     let (s, created) = h
@@ -34,7 +57,13 @@ async fn admin_api(db: &TestDb) {
         let id = id.clone();
         let h = &h;
         async move {
-            h.post_form("/token", &[("grant_type", "client_credentials")], Some((&id, &secret))).await.0
+            h.post_form(
+                "/token",
+                &[("grant_type", "client_credentials")],
+                Some((&id, &secret)),
+            )
+            .await
+            .0
         }
     };
     assert_eq!(token(first.clone()).await, StatusCode::OK);
@@ -45,7 +74,11 @@ async fn admin_api(db: &TestDb) {
 
     // Rotation: both secrets work during the overlap, only the new one after.
     let (s, rotated) = h
-        .admin_send(Method::POST, &format!("/admin/clients/{id}/rotate-secret"), Some(json!({"overlap_seconds": 60})))
+        .admin_send(
+            Method::POST,
+            &format!("/admin/clients/{id}/rotate-secret"),
+            Some(json!({"overlap_seconds": 60})),
+        )
         .await;
     assert_eq!(s, StatusCode::OK);
     let second = rotated["client_secret"].as_str().unwrap().to_owned();
@@ -56,17 +89,35 @@ async fn admin_api(db: &TestDb) {
     assert_eq!(token(first).await, StatusCode::UNAUTHORIZED);
     assert_eq!(token(second).await, StatusCode::OK);
 
-    let (s, _) = h.admin_send(Method::DELETE, &format!("/admin/clients/{id}"), None).await;
+    let (s, _) = h
+        .admin_send(Method::DELETE, &format!("/admin/clients/{id}"), None)
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _) = h.admin_send(Method::GET, &format!("/admin/clients/{id}"), None).await;
+    let (s, _) = h
+        .admin_send(Method::GET, &format!("/admin/clients/{id}"), None)
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = h.admin_send(Method::DELETE, "/admin/resources?id=https%3A%2F%2Fnew.example", None).await;
+    let (s, _) = h
+        .admin_send(
+            Method::DELETE,
+            "/admin/resources?id=https%3A%2F%2Fnew.example",
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, bad) = h.admin_send(Method::POST, "/admin/clients", Some(json!({"name": "x"}))).await;
+    let (s, bad) = h
+        .admin_send(Method::POST, "/admin/clients", Some(json!({"name": "x"})))
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
 
     let kinds: Vec<String> = h.audit().await.into_iter().map(|e| e.event.kind).collect();
-    for k in ["resource.saved", "client.created", "client.secret_rotated", "client.deleted", "resource.deleted"] {
+    for k in [
+        "resource.saved",
+        "client.created",
+        "client.secret_rotated",
+        "client.deleted",
+        "resource.deleted",
+    ] {
         assert!(kinds.iter().any(|x| x == k), "{k} audited");
     }
 }

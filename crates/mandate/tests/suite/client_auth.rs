@@ -11,13 +11,24 @@ async fn secret_methods(db: &TestDb) {
     let h = Harness::start(db).await;
     // Wrong secret with Basic: 401 and a Basic challenge.
     let got = h
-        .post_form("/token", &[("grant_type", "client_credentials")], Some(("agent-basic", "presented-WRONG-secret-7f3a")))
+        .post_form(
+            "/token",
+            &[("grant_type", "client_credentials")],
+            Some(("agent-basic", "presented-WRONG-secret-7f3a")),
+        )
         .await;
     assert_oauth_error(&got, 401, "invalid_client");
-    assert!(got.1["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+    assert!(got.1["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic"));
     // Unknown client looks the same.
     let got = h
-        .post_form("/token", &[("grant_type", "client_credentials")], Some(("nobody", SECRET)))
+        .post_form(
+            "/token",
+            &[("grant_type", "client_credentials")],
+            Some(("nobody", SECRET)),
+        )
         .await;
     assert_oauth_error(&got, 401, "invalid_client");
     // Post, right and wrong; no challenge without Basic.
@@ -31,36 +42,54 @@ async fn secret_methods(db: &TestDb) {
     };
     let ok = h.post_form("/token", &form(SECRET), None).await;
     assert_eq!(ok.0, StatusCode::OK, "{}", ok.2);
-    let bad = h.post_form("/token", &form("presented-WRONG-secret-7f3a"), None).await;
+    let bad = h
+        .post_form("/token", &form("presented-WRONG-secret-7f3a"), None)
+        .await;
     assert_oauth_error(&bad, 401, "invalid_client");
     assert!(bad.1.get("www-authenticate").is_none());
     // A client registered for Basic may not use post, and vice versa.
     let mismatch = h
         .post_form(
             "/token",
-            &[("grant_type", "client_credentials"), ("client_id", "agent-basic"), ("client_secret", SECRET)],
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "agent-basic"),
+                ("client_secret", SECRET),
+            ],
             None,
         )
         .await;
     assert_oauth_error(&mismatch, 401, "invalid_client");
     let mismatch = h
-        .post_form("/token", &[("grant_type", "client_credentials"), ("resource", API)], Some(("agent-post", SECRET)))
+        .post_form(
+            "/token",
+            &[("grant_type", "client_credentials"), ("resource", API)],
+            Some(("agent-post", SECRET)),
+        )
         .await;
     assert_oauth_error(&mismatch, 401, "invalid_client");
     // Two methods at once, or none.
     let two = h
         .post_form(
             "/token",
-            &[("grant_type", "client_credentials"), ("client_secret", SECRET)],
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_secret", SECRET),
+            ],
             Some(("agent-basic", SECRET)),
         )
         .await;
     assert_oauth_error(&two, 400, "invalid_request");
-    let none = h.post_form("/token", &[("grant_type", "client_credentials")], None).await;
+    let none = h
+        .post_form("/token", &[("grant_type", "client_credentials")], None)
+        .await;
     assert_oauth_error(&none, 401, "invalid_client");
     // Refusals are audited, without the presented secret.
     let events = h.audit().await;
-    let refused = events.iter().filter(|e| e.event.kind == "token.refused").count();
+    let refused = events
+        .iter()
+        .filter(|e| e.event.kind == "token.refused")
+        .count();
     assert!(refused >= 6, "{refused} refusals audited");
     assert!(!serde_json::to_string(&events).unwrap().contains("7f3a"));
 }
@@ -71,7 +100,10 @@ async fn private_key_jwt(db: &TestDb) {
     let send = |assertion: String| {
         let form = vec![
             ("grant_type".to_owned(), "client_credentials".to_owned()),
-            ("client_assertion_type".to_owned(), "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_owned()),
+            (
+                "client_assertion_type".to_owned(),
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_owned(),
+            ),
             ("client_assertion".to_owned(), assertion),
         ];
         let req = h.http.post(format!("{}/token", h.base)).form(&form);
@@ -80,14 +112,23 @@ async fn private_key_jwt(db: &TestDb) {
     let assertion = h.assertion(json!({}));
     let ok = send(assertion.clone()).await;
     assert_eq!(ok.0, StatusCode::OK, "{}", ok.2);
-    assert_eq!(claims_of(ok.2["access_token"].as_str().unwrap())["client_id"], "agent-jwt");
+    assert_eq!(
+        claims_of(ok.2["access_token"].as_str().unwrap())["client_id"],
+        "agent-jwt"
+    );
     // The same assertion again: its jti is spent.
     assert_oauth_error(&send(assertion).await, 401, "invalid_client");
     // The issuer itself is an accepted audience too.
-    assert_eq!(send(h.assertion(json!({"aud": ISSUER}))).await.0, StatusCode::OK);
+    assert_eq!(
+        send(h.assertion(json!({"aud": ISSUER}))).await.0,
+        StatusCode::OK
+    );
     let now = h.clock_now();
     for (why, claims) in [
-        ("wrong audience", json!({"aud": "https://elsewhere.example/token"})),
+        (
+            "wrong audience",
+            json!({"aud": "https://elsewhere.example/token"}),
+        ),
         ("expired", json!({"exp": now - 60})),
         ("lives too long", json!({"exp": now + 3600})),
         ("no exp", json!({"exp": null})),
@@ -95,7 +136,10 @@ async fn private_key_jwt(db: &TestDb) {
         ("iss differs from sub", json!({"iss": "agent-basic"})),
         ("unknown client", json!({"iss": "ghost", "sub": "ghost"})),
         ("not yet valid", json!({"nbf": now + 600})),
-        ("secret client", json!({"iss": "agent-basic", "sub": "agent-basic"})),
+        (
+            "secret client",
+            json!({"iss": "agent-basic", "sub": "agent-basic"}),
+        ),
     ] {
         let got = send(h.assertion(claims)).await;
         assert_eq!(got.0, StatusCode::UNAUTHORIZED, "{why}: {}", got.2);
@@ -106,14 +150,21 @@ async fn private_key_jwt(db: &TestDb) {
     let forged = stranger.assertion(&claims_of(&h.assertion(json!({}))));
     assert_oauth_error(&send(forged).await, 401, "invalid_client");
     // alg none and garbage.
-    let none = format!("eyJhbGciOiJub25lIn0.{}.", h.assertion(json!({})).split('.').nth(1).unwrap());
+    let none = format!(
+        "eyJhbGciOiJub25lIn0.{}.",
+        h.assertion(json!({})).split('.').nth(1).unwrap()
+    );
     assert_oauth_error(&send(none).await, 401, "invalid_client");
     assert_oauth_error(&send("not.a.jwt".into()).await, 401, "invalid_client");
     // Wrong assertion type.
     let wrong_type = h
         .post_form(
             "/token",
-            &[("grant_type", "client_credentials"), ("client_assertion_type", "urn:x"), ("client_assertion", "a.b.c")],
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", "urn:x"),
+                ("client_assertion", "a.b.c"),
+            ],
             None,
         )
         .await;

@@ -7,7 +7,12 @@ use serde_json::Value;
 use crate::common::*;
 
 fn kids(jwks: &Value) -> Vec<String> {
-    jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect()
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 async fn rotation_lifecycle(db: &TestDb) {
@@ -38,9 +43,18 @@ async fn rotation_lifecycle(db: &TestDb) {
     let (_, _, jwks) = h.get_json("/jwks.json").await;
     assert_eq!(kids(&jwks), vec![new.clone()]);
     let (_, list) = h.admin_send(Method::GET, "/admin/keys", None).await;
-    let states: Vec<&str> = list.as_array().unwrap().iter().map(|k| k["state"].as_str().unwrap()).collect();
+    let states: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["state"].as_str().unwrap())
+        .collect();
     assert_eq!(states, ["expired", "active"]);
-    assert!(h.audit().await.iter().any(|e| e.event.kind == "key.rotated"));
+    assert!(h
+        .audit()
+        .await
+        .iter()
+        .any(|e| e.event.kind == "key.rotated"));
 }
 for_each_backend!(rotation_lifecycle, rotation_lifecycle);
 
@@ -51,7 +65,10 @@ async fn keys_are_sealed_under_the_master_key(db: &TestDb) {
     let data_dir = tempfile::tempdir().unwrap();
     let config = mandate_config::Config::load(
         Some(&base_config(db, &h.jwt_client.public(), "")),
-        &mandate_config::Overrides { data_dir: Some(data_dir.path().display().to_string()), ..Default::default() },
+        &mandate_config::Overrides {
+            data_dir: Some(data_dir.path().display().to_string()),
+            ..Default::default()
+        },
         &|k: &str| match k {
             "AGENT_SECRET" => Some(SECRET.to_owned()),
             "MANDATE_MASTER_KEY" => Some("ff".repeat(32)),
@@ -59,12 +76,17 @@ async fn keys_are_sealed_under_the_master_key(db: &TestDb) {
         },
     )
     .unwrap();
-    let err = mandate_server::start(&config, std::sync::Arc::new(mandate_types::SystemClock), &|k: &str| {
-        (k == "MANDATE_MASTER_KEY").then(|| "ff".repeat(32))
-    })
+    let err = mandate_server::start(
+        &config,
+        std::sync::Arc::new(mandate_types::SystemClock),
+        &|k: &str| (k == "MANDATE_MASTER_KEY").then(|| "ff".repeat(32)),
+    )
     .await
     .err()
     .expect("a wrong master key stops start-up");
     assert!(err.to_string().contains("MANDATE_MASTER_KEY"), "{err}");
 }
-for_each_backend!(keys_are_sealed_under_the_master_key, keys_are_sealed_under_the_master_key);
+for_each_backend!(
+    keys_are_sealed_under_the_master_key,
+    keys_are_sealed_under_the_master_key
+);

@@ -2,5 +2,7 @@ mod admin;
 mod client_auth;
 mod introspection;
 mod keys;
+mod process;
 mod registration;
+mod replicas;
 mod token;

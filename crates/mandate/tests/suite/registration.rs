@@ -8,7 +8,11 @@ use crate::common::*;
 
 const IAT: &str = "an-initial-access-token-for-tests";
 
-async fn register(h: &Harness, bearer: Option<&str>, body: Value) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+async fn register(
+    h: &Harness,
+    bearer: Option<&str>,
+    body: Value,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
     let mut req = h.http.post(format!("{}/register", h.base)).json(&body);
     if let Some(t) = bearer {
         req = req.bearer_auth(t);
@@ -42,7 +46,10 @@ async fn initial_access_token_mode(db: &TestDb) {
     for bad in [None, Some("wrong-token")] {
         let got = register(&h, bad, meta.clone()).await;
         assert_oauth_error(&got, 401, "invalid_token");
-        assert!(got.1["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+        assert!(got.1["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer"));
     }
     let (s, _, reg) = register(&h, Some(IAT), meta.clone()).await;
     assert_eq!(s, StatusCode::CREATED, "{reg}");
@@ -51,14 +58,25 @@ async fn initial_access_token_mode(db: &TestDb) {
     assert!(secret.len() >= 43, "256-bit secret");
     assert_eq!(reg["client_secret_expires_at"], 0);
     assert_eq!(reg["scope"], "read");
-    let rat = reg["registration_access_token"].as_str().unwrap().to_owned();
-    assert_eq!(reg["registration_client_uri"], format!("{ISSUER}/register/{client_id}"));
+    let rat = reg["registration_access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        reg["registration_client_uri"],
+        format!("{ISSUER}/register/{client_id}")
+    );
 
     // The registered client gets tokens.
     let (s, _, t) = h
         .post_form(
             "/token",
-            &[("grant_type", "client_credentials"), ("client_id", &client_id), ("client_secret", &secret), ("resource", API)],
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", &client_id),
+                ("client_secret", &secret),
+                ("resource", API),
+            ],
             None,
         )
         .await;
@@ -76,7 +94,16 @@ async fn initial_access_token_mode(db: &TestDb) {
     let mut update = meta.clone();
     update["client_id"] = json!(client_id);
     update["client_name"] = json!("Renamed");
-    let put = into_parts(h.http.put(&url).bearer_auth(&rat).json(&update).send().await.unwrap()).await;
+    let put = into_parts(
+        h.http
+            .put(&url)
+            .bearer_auth(&rat)
+            .json(&update)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(put.0, StatusCode::OK, "{}", put.2);
     assert_eq!(put.2["client_name"], "Renamed");
     let del = h.http.delete(&url).bearer_auth(&rat).send().await.unwrap();
@@ -86,26 +113,53 @@ async fn initial_access_token_mode(db: &TestDb) {
 
     // Metadata errors.
     for (body, code) in [
-        (json!({"grant_types": ["password"]}), "invalid_client_metadata"),
-        (json!({"scope": "not-a-scope-anywhere", "grant_types": ["client_credentials"]}), "invalid_client_metadata"),
-        (json!({"token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"]}), "invalid_client_metadata"),
-        (json!({"grant_types": ["authorization_code"], "redirect_uris": ["http://evil.example/cb"]}), "invalid_redirect_uri"),
-        (json!({"grant_types": ["authorization_code"]}), "invalid_redirect_uri"),
-        (json!({"redirect_uris": "not-a-list"}), "invalid_client_metadata"),
-        (json!({"client_name": "x".repeat(500), "grant_types": ["client_credentials"]}), "invalid_client_metadata"),
+        (
+            json!({"grant_types": ["password"]}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"scope": "not-a-scope-anywhere", "grant_types": ["client_credentials"]}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"]}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"grant_types": ["authorization_code"], "redirect_uris": ["http://evil.example/cb"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            json!({"grant_types": ["authorization_code"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            json!({"redirect_uris": "not-a-list"}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"client_name": "x".repeat(500), "grant_types": ["client_credentials"]}),
+            "invalid_client_metadata",
+        ),
     ] {
         let got = register(&h, Some(IAT), body.clone()).await;
         assert_oauth_error(&got, 400, code);
     }
     let events = h.audit().await;
-    assert!(events.iter().any(|e| e.event.kind == "client.registered" && e.event.client_id.as_deref() == Some(client_id.as_str())));
+    assert!(events.iter().any(|e| e.event.kind == "client.registered"
+        && e.event.client_id.as_deref() == Some(client_id.as_str())));
     assert!(!serde_json::to_string(&events).unwrap().contains(&secret));
 }
 for_each_backend!(initial_access_token_mode, initial_access_token_mode);
 
 async fn open_mode_refuses_machine_identities(db: &TestDb) {
     let h = Harness::start_with(db, "[registration]\nmode = \"open\"", &[]).await;
-    let got = register(&h, None, json!({"grant_types": ["client_credentials"], "scope": "read"})).await;
+    let got = register(
+        &h,
+        None,
+        json!({"grant_types": ["client_credentials"], "scope": "read"}),
+    )
+    .await;
     assert_oauth_error(&got, 400, "invalid_client_metadata");
     let (s, _, reg) = register(
         &h,
@@ -116,4 +170,7 @@ async fn open_mode_refuses_machine_identities(db: &TestDb) {
     assert_eq!(s, StatusCode::CREATED, "{reg}");
     assert!(reg.get("client_secret").is_none());
 }
-for_each_backend!(open_mode_refuses_machine_identities, open_mode_refuses_machine_identities);
+for_each_backend!(
+    open_mode_refuses_machine_identities,
+    open_mode_refuses_machine_identities
+);

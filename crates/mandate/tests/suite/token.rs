@@ -23,7 +23,10 @@ async fn issues_rfc9068_tokens(db: &TestDb) {
     assert_eq!(claims["aud"], API);
     assert_eq!(claims["scope"], "read");
     assert!(claims["jti"].as_str().is_some_and(|j| j.len() >= 16));
-    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 900);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        900
+    );
     // Every issued token has its audit event, by jti, with no token in it.
     let events = h.audit().await;
     let issued = events
@@ -43,14 +46,37 @@ async fn audience_rules(db: &TestDb) {
     let (s, _, b) = h.token_basic("agent-basic", &[]).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(claims_of(b["access_token"].as_str().unwrap())["aud"], API);
-    assert_eq!(b["scope"], "read write", "no scope asked: all the client may have here");
+    assert_eq!(
+        b["scope"], "read write",
+        "no scope asked: all the client may have here"
+    );
     // Not allowed for this client, unknown, malformed, or two at once.
-    assert_oauth_error(&h.token_basic("agent-basic", &[("resource", OTHER)]).await, 400, "invalid_target");
-    assert_oauth_error(&h.token_basic("agent-basic", &[("resource", "https://nope.example")]).await, 400, "invalid_target");
-    assert_oauth_error(&h.token_basic("agent-basic", &[("resource", "not a uri")]).await, 400, "invalid_target");
-    assert_oauth_error(&h.token_basic("agent-basic", &[("resource", "https://a.example#f")]).await, 400, "invalid_target");
     assert_oauth_error(
-        &h.token_basic("agent-basic", &[("resource", API), ("resource", OTHER)]).await,
+        &h.token_basic("agent-basic", &[("resource", OTHER)]).await,
+        400,
+        "invalid_target",
+    );
+    assert_oauth_error(
+        &h.token_basic("agent-basic", &[("resource", "https://nope.example")])
+            .await,
+        400,
+        "invalid_target",
+    );
+    assert_oauth_error(
+        &h.token_basic("agent-basic", &[("resource", "not a uri")])
+            .await,
+        400,
+        "invalid_target",
+    );
+    assert_oauth_error(
+        &h.token_basic("agent-basic", &[("resource", "https://a.example#f")])
+            .await,
+        400,
+        "invalid_target",
+    );
+    assert_oauth_error(
+        &h.token_basic("agent-basic", &[("resource", API), ("resource", OTHER)])
+            .await,
         400,
         "invalid_target",
     );
@@ -64,8 +90,14 @@ async fn audience_rules(db: &TestDb) {
         f.extend_from_slice(extra);
         f
     };
-    assert_oauth_error(&h.post_form("/token", &post(&[]), None).await, 400, "invalid_target");
-    let (s, _, b) = h.post_form("/token", &post(&[("resource", OTHER)]), None).await;
+    assert_oauth_error(
+        &h.post_form("/token", &post(&[]), None).await,
+        400,
+        "invalid_target",
+    );
+    let (s, _, b) = h
+        .post_form("/token", &post(&[("resource", OTHER)]), None)
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["expires_in"], 300, "the resource's own lifetime applies");
 }
@@ -73,33 +105,75 @@ for_each_backend!(audience_rules, audience_rules);
 
 async fn scope_rules(db: &TestDb) {
     let h = Harness::start(db).await;
-    let (s, _, b) = h.token_basic("agent-basic", &[("scope", "write read")]).await;
+    let (s, _, b) = h
+        .token_basic("agent-basic", &[("scope", "write read")])
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b["scope"], "read write");
     // admin exists on the resource but the client may not have it.
-    let got = h.token_basic("agent-basic", &[("scope", "read admin")]).await;
+    let got = h
+        .token_basic("agent-basic", &[("scope", "read admin")])
+        .await;
     assert_oauth_error(&got, 400, "invalid_scope");
-    assert!(got.2["error_description"].as_str().unwrap().contains("admin"));
-    assert_oauth_error(&h.token_basic("agent-basic", &[("scope", "unknown")]).await, 400, "invalid_scope");
-    assert_oauth_error(&h.token_basic("agent-basic", &[("scope", "bad\"scope")]).await, 400, "invalid_scope");
+    assert!(got.2["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("admin"));
+    assert_oauth_error(
+        &h.token_basic("agent-basic", &[("scope", "unknown")]).await,
+        400,
+        "invalid_scope",
+    );
+    assert_oauth_error(
+        &h.token_basic("agent-basic", &[("scope", "bad\"scope")])
+            .await,
+        400,
+        "invalid_scope",
+    );
     let many: String = (0..100).map(|i| format!("s{i} ")).collect();
-    assert_oauth_error(&h.token_basic("agent-basic", &[("scope", many.as_str())]).await, 400, "invalid_scope");
+    assert_oauth_error(
+        &h.token_basic("agent-basic", &[("scope", many.as_str())])
+            .await,
+        400,
+        "invalid_scope",
+    );
 }
 for_each_backend!(scope_rules, scope_rules);
 
 async fn grant_type_errors(db: &TestDb) {
     let h = Harness::start(db).await;
     let basic = Some(("agent-basic", SECRET));
-    assert_oauth_error(&h.post_form("/token", &[("grant_type", "password")], basic).await, 400, "unsupported_grant_type");
-    assert_oauth_error(&h.post_form("/token", &[("scope", "read")], basic).await, 400, "invalid_request");
     assert_oauth_error(
-        &h.post_form("/token", &[("grant_type", "client_credentials"), ("grant_type", "client_credentials")], basic).await,
+        &h.post_form("/token", &[("grant_type", "password")], basic)
+            .await,
+        400,
+        "unsupported_grant_type",
+    );
+    assert_oauth_error(
+        &h.post_form("/token", &[("scope", "read")], basic).await,
+        400,
+        "invalid_request",
+    );
+    assert_oauth_error(
+        &h.post_form(
+            "/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("grant_type", "client_credentials"),
+            ],
+            basic,
+        )
+        .await,
         400,
         "invalid_request",
     );
     // A client without the grant.
     let got = h
-        .post_form("/token", &[("grant_type", "client_credentials")], Some(("agent-web", SECRET)))
+        .post_form(
+            "/token",
+            &[("grant_type", "client_credentials")],
+            Some(("agent-web", SECRET)),
+        )
         .await;
     assert_oauth_error(&got, 400, "unauthorized_client");
 }
@@ -117,18 +191,40 @@ async fn malformed_http_is_refused_cleanly(db: &TestDb) {
             .body(body);
         async move { into_parts(req.send().await.unwrap()).await }
     };
-    let json = send(br#"{"grant_type":"client_credentials"}"#.to_vec(), "application/json").await;
+    let json = send(
+        br#"{"grant_type":"client_credentials"}"#.to_vec(),
+        "application/json",
+    )
+    .await;
     assert_oauth_error(&json, 400, "invalid_request");
-    let not_utf8 = send(b"grant_type=client_credentials&scope=\xff\xfe".to_vec(), "application/x-www-form-urlencoded").await;
+    let not_utf8 = send(
+        b"grant_type=client_credentials&scope=\xff\xfe".to_vec(),
+        "application/x-www-form-urlencoded",
+    )
+    .await;
     assert_oauth_error(&not_utf8, 400, "invalid_request");
-    let bad_escape = send(b"grant_type=client_credentials&scope=%FF".to_vec(), "application/x-www-form-urlencoded").await;
+    let bad_escape = send(
+        b"grant_type=client_credentials&scope=%FF".to_vec(),
+        "application/x-www-form-urlencoded",
+    )
+    .await;
     assert_oauth_error(&bad_escape, 400, "invalid_request");
     // Oversized: over a raw socket, so the whole body is written before the
     // answer is read (the server may answer before reading it all).
-    let huge = raw_http(&h.base, "POST /token", "application/x-www-form-urlencoded", &vec![b'a'; 100 * 1024]).await;
+    let huge = raw_http(
+        &h.base,
+        "POST /token",
+        "application/x-www-form-urlencoded",
+        &vec![b'a'; 100 * 1024],
+    )
+    .await;
     assert!(huge.starts_with("HTTP/1.1 413"), "{huge}");
     assert!(huge.contains("invalid_request"), "{huge}");
-    let charset = send(b"grant_type=client_credentials".to_vec(), "application/x-www-form-urlencoded; charset=UTF-8").await;
+    let charset = send(
+        b"grant_type=client_credentials".to_vec(),
+        "application/x-www-form-urlencoded; charset=UTF-8",
+    )
+    .await;
     assert_eq!(charset.0, StatusCode::OK, "{}", charset.2);
     let get = h.http.get(&url).send().await.unwrap();
     assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED);
@@ -138,11 +234,17 @@ async fn malformed_http_is_refused_cleanly(db: &TestDb) {
     // The server is still fine.
     assert_eq!(h.token_basic("agent-basic", &[]).await.0, StatusCode::OK);
 }
-for_each_backend!(malformed_http_is_refused_cleanly, malformed_http_is_refused_cleanly);
+for_each_backend!(
+    malformed_http_is_refused_cleanly,
+    malformed_http_is_refused_cleanly
+);
 
 async fn metadata_and_jwks(db: &TestDb) {
     let h = Harness::start(db).await;
-    for path in ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"] {
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+    ] {
         let (s, _, m) = h.get_json(path).await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(m["issuer"], ISSUER);
@@ -150,21 +252,37 @@ async fn metadata_and_jwks(db: &TestDb) {
         assert_eq!(m["jwks_uri"], format!("{ISSUER}/jwks.json"));
         assert_eq!(m["introspection_endpoint"], format!("{ISSUER}/introspect"));
         assert_eq!(m["revocation_endpoint"], format!("{ISSUER}/revoke"));
-        assert!(m.get("registration_endpoint").is_none(), "registration is closed by default");
+        assert!(
+            m.get("registration_endpoint").is_none(),
+            "registration is closed by default"
+        );
         let methods: Vec<&str> = m["token_endpoint_auth_methods_supported"]
             .as_array()
             .unwrap()
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
-        assert_eq!(methods, ["client_secret_basic", "client_secret_post", "private_key_jwt"]);
-        assert_eq!(m["scopes_supported"], serde_json::json!(["admin", "read", "write"]));
+        assert_eq!(
+            methods,
+            [
+                "client_secret_basic",
+                "client_secret_post",
+                "private_key_jwt"
+            ]
+        );
+        assert_eq!(
+            m["scopes_supported"],
+            serde_json::json!(["admin", "read", "write"])
+        );
     }
     let (s, headers, jwks) = h.get_json("/jwks.json").await;
     assert_eq!(s, StatusCode::OK);
     let cache = headers["cache-control"].to_str().unwrap();
     let max_age: i64 = cache.rsplit('=').next().unwrap().parse().unwrap();
-    assert!(max_age < 600, "JWKS cache lifetime ({max_age}s) is shorter than the pre-publication window");
+    assert!(
+        max_age < 600,
+        "JWKS cache lifetime ({max_age}s) is shorter than the pre-publication window"
+    );
     let keys = jwks["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0]["alg"], "EdDSA");
@@ -177,7 +295,10 @@ async fn metadata_and_jwks(db: &TestDb) {
     h.token_basic("agent-basic", &[("scope", "nope")]).await;
     let (_, _, metrics) = h.get_json("/metrics").await;
     let metrics = metrics.as_str().unwrap().to_owned();
-    assert!(metrics.contains("mandate_tokens_refused_total{error=\"invalid_scope\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("mandate_tokens_refused_total{error=\"invalid_scope\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("mandate_http_request_duration_seconds"));
 }
 for_each_backend!(metadata_and_jwks, metadata_and_jwks);
