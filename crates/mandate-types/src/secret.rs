@@ -73,6 +73,19 @@ impl std::fmt::Debug for SecretHash {
     }
 }
 
+impl serde::Serialize for SecretHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SecretHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::from_hex(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,18 +99,5 @@ mod tests {
         assert!(!h.matches(&ClientSecret::new("nope".into())));
         assert_eq!(SecretHash::from_hex(&h.to_hex()).unwrap(), h);
         assert_eq!(format!("{s:?}"), "ClientSecret([redacted])");
-    }
-}
-
-impl serde::Serialize for SecretHash {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for SecretHash {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::from_hex(&s).map_err(serde::de::Error::custom)
     }
 }

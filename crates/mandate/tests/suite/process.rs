@@ -27,6 +27,7 @@ struct Served {
     child: Child,
     dir: tempfile::TempDir,
     port: u16,
+    #[allow(dead_code)] // kept for debugging a failed run
     admin_port: u16,
 }
 
