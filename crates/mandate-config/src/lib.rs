@@ -272,6 +272,12 @@ impl Config {
                 .access_token_ttl
                 .map(|d| duration(&key("access_token_ttl"), Some(d), 0))
                 .transpose()?;
+            if ttl.is_some_and(|t| t > 24 * 3600) {
+                return Err(err(
+                    key("access_token_ttl"),
+                    "at most 24h: access tokens are short-lived",
+                ));
+            }
             resources.push(ResourceConfig {
                 name: r.name.unwrap_or_else(|| id.to_string()),
                 id,

@@ -15,6 +15,10 @@ use crate::model::{
 use crate::registration::check_redirect_uri;
 use crate::Error;
 
+/// Longest access token lifetime anywhere (seconds): retired signing keys stay
+/// published this long, so no token outlives its key's publication.
+pub const MAX_ACCESS_TOKEN_TTL: i64 = 24 * 3600;
+
 /// What an operator asks for when creating a client.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,8 +184,13 @@ impl Authority {
         new: NewResource,
         from_config: bool,
     ) -> Result<Resource, Error> {
-        if new.access_token_ttl.is_some_and(|t| t <= 0) {
-            return Err(Error::Conflict("access_token_ttl must be positive".into()));
+        if new
+            .access_token_ttl
+            .is_some_and(|t| !(1..=MAX_ACCESS_TOKEN_TTL).contains(&t))
+        {
+            return Err(Error::Conflict(
+                "access_token_ttl must be between 1 second and 24 hours".into(),
+            ));
         }
         let resource = Resource {
             id: new.id,

@@ -45,10 +45,10 @@ impl Authority {
         authorization: Option<&str>,
         form: &FormParams,
     ) -> Result<IntrospectionResponse, Error> {
-        let token = form.required("token")?;
         let presented = PresentedClient::from_request(authorization, form)?;
         self.authenticate(presented, &self.settings.endpoint("/introspect"))
             .await?;
+        let token = form.required("token")?;
         let claims = match self.verify_access_token(token).await {
             Some(c) if !self.store.is_revoked(&c.jti).await? => Some(c),
             _ => None,
@@ -67,13 +67,13 @@ impl Authority {
         authorization: Option<&str>,
         form: &FormParams,
     ) -> Result<(), Error> {
-        let token = form.required("token")?;
-        // token_type_hint is optional and only a hint; we revoke access tokens.
-        form.single("token_type_hint")?;
         let presented = PresentedClient::from_request(authorization, form)?;
         let client = self
             .authenticate(presented, &self.settings.endpoint("/revoke"))
             .await?;
+        let token = form.required("token")?;
+        // token_type_hint is optional and only a hint; we revoke access tokens.
+        form.single("token_type_hint")?;
         let Some(claims) = self.verify_access_token(token).await else {
             return Ok(());
         };

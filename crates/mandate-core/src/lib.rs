@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod audit;
 pub mod authority;
+pub mod cache;
 pub mod client_auth;
 mod error;
 pub mod form;

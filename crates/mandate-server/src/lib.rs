@@ -36,6 +36,10 @@ use crate::state::AppState;
 
 /// How often each replica re-reads signing keys from the store.
 const KEY_RELOAD_EVERY: Duration = Duration::from_secs(30);
+/// How long a replica may serve a client or resource changed by another replica.
+const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Longest a request may take before it is answered 408.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often expired single-use values and revocations are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 
@@ -115,7 +119,11 @@ pub async fn start(
     let master = bootstrap::master_key(&config.data_dir, env("MANDATE_MASTER_KEY"))?;
     let admin_token = bootstrap::admin_token(&config.data_dir, env("MANDATE_ADMIN_TOKEN"))?;
     let store = Arc::new(SqlStore::connect(&config.effective_database_url()).await?);
-    let dyn_store: Arc<dyn Store> = store.clone();
+    // Clients and resources are cached for the hot path; see mandate_core::cache.
+    let dyn_store: Arc<dyn Store> = Arc::new(mandate_core::cache::CachedStore::new(
+        store.clone(),
+        CACHE_TTL,
+    ));
 
     let keyring = Keyring::open(
         Arc::clone(&dyn_store),
@@ -124,7 +132,7 @@ pub async fn start(
         KeyringSettings {
             alg: config.signing_alg,
             prepublish: config.key_prepublish,
-            retire_after: max_token_ttl(config) + config.leeway,
+            retire_after: mandate_core::admin::MAX_ACCESS_TOKEN_TTL + config.leeway,
         },
     )
     .await
@@ -187,16 +195,6 @@ pub async fn start(
     })
 }
 
-fn max_token_ttl(config: &Config) -> i64 {
-    config
-        .resources
-        .iter()
-        .filter_map(|r| r.access_token_ttl)
-        .chain([config.access_token_ttl, 24 * 3600])
-        .max()
-        .unwrap_or(config.access_token_ttl)
-}
-
 fn with_common_layers(router: Router<AppState>, state: &AppState, max_body: usize) -> Router {
     router
         .layer(axum::middleware::from_fn_with_state(
@@ -204,6 +202,10 @@ fn with_common_layers(router: Router<AppState>, state: &AppState, max_body: usiz
             ops::observe,
         ))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .with_state(state.clone())
 }
 

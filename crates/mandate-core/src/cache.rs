@@ -1,0 +1,169 @@
+//! [`CachedStore`]: a read-through cache of clients and resources in front of
+//! any [`Store`], so the token hot path does not query the database for the
+//! same client on every request.
+//!
+//! Writes made through this store invalidate at once. Writes made by another
+//! replica are seen within `ttl`: a client deleted or a secret rotated on one
+//! replica may keep its old form on another for that long. Everything else
+//! (replay cache, revocations, audit, keys) goes straight to the inner store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use mandate_audit::{Event, NewEvent};
+use mandate_types::{ClientId, ResourceUri, UnixTime};
+
+use crate::model::{Client, Resource, StoredSigningKey};
+use crate::store::{Store, StoreError};
+
+/// Most cached clients; past that the cache is cleared and refilled.
+const MAX_CACHED_CLIENTS: usize = 100_000;
+
+struct Entry<T> {
+    at: Instant,
+    value: T,
+}
+
+/// A [`Store`] that caches clients and resources for `ttl`.
+pub struct CachedStore {
+    inner: Arc<dyn Store>,
+    ttl: Duration,
+    clients: RwLock<HashMap<ClientId, Entry<Option<Client>>>>,
+    resources: RwLock<Option<Entry<Vec<Resource>>>>,
+}
+
+impl CachedStore {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Store>, ttl: Duration) -> Self {
+        Self {
+            inner,
+            ttl,
+            clients: RwLock::new(HashMap::new()),
+            resources: RwLock::new(None),
+        }
+    }
+
+    fn forget_client(&self, id: &ClientId) {
+        if let Ok(mut c) = self.clients.write() {
+            c.remove(id);
+        }
+    }
+
+    fn forget_resources(&self) {
+        if let Ok(mut r) = self.resources.write() {
+            *r = None;
+        }
+    }
+
+    async fn resources(&self) -> Result<Vec<Resource>, StoreError> {
+        if let Ok(r) = self.resources.read() {
+            if let Some(e) = r.as_ref().filter(|e| e.at.elapsed() < self.ttl) {
+                return Ok(e.value.clone());
+            }
+        }
+        let fresh = self.inner.list_resources().await?;
+        if let Ok(mut r) = self.resources.write() {
+            *r = Some(Entry {
+                at: Instant::now(),
+                value: fresh.clone(),
+            });
+        }
+        Ok(fresh)
+    }
+}
+
+#[async_trait]
+impl Store for CachedStore {
+    async fn put_client(&self, client: &Client) -> Result<(), StoreError> {
+        self.forget_client(&client.client_id);
+        self.inner.put_client(client).await
+    }
+
+    async fn get_client(&self, id: &ClientId) -> Result<Option<Client>, StoreError> {
+        if let Ok(c) = self.clients.read() {
+            if let Some(e) = c.get(id).filter(|e| e.at.elapsed() < self.ttl) {
+                return Ok(e.value.clone());
+            }
+        }
+        let fresh = self.inner.get_client(id).await?;
+        if let Ok(mut c) = self.clients.write() {
+            if c.len() >= MAX_CACHED_CLIENTS {
+                c.clear();
+            }
+            c.insert(
+                id.clone(),
+                Entry {
+                    at: Instant::now(),
+                    value: fresh.clone(),
+                },
+            );
+        }
+        Ok(fresh)
+    }
+
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
+        self.inner.list_clients().await
+    }
+
+    async fn delete_client(&self, id: &ClientId) -> Result<bool, StoreError> {
+        self.forget_client(id);
+        self.inner.delete_client(id).await
+    }
+
+    async fn put_resource(&self, resource: &Resource) -> Result<(), StoreError> {
+        self.forget_resources();
+        self.inner.put_resource(resource).await
+    }
+
+    async fn get_resource(&self, id: &ResourceUri) -> Result<Option<Resource>, StoreError> {
+        Ok(self.resources().await?.into_iter().find(|r| &r.id == id))
+    }
+
+    async fn list_resources(&self) -> Result<Vec<Resource>, StoreError> {
+        self.resources().await
+    }
+
+    async fn delete_resource(&self, id: &ResourceUri) -> Result<bool, StoreError> {
+        self.forget_resources();
+        self.inner.delete_resource(id).await
+    }
+
+    async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError> {
+        self.inner.insert_signing_key(key).await
+    }
+
+    async fn list_signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
+        self.inner.list_signing_keys().await
+    }
+
+    async fn use_once(
+        &self,
+        namespace: &str,
+        value: &str,
+        expires_at: UnixTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.use_once(namespace, value, expires_at).await
+    }
+
+    async fn revoke_token(&self, jti: &str, expires_at: UnixTime) -> Result<(), StoreError> {
+        self.inner.revoke_token(jti, expires_at).await
+    }
+
+    async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        self.inner.is_revoked(jti).await
+    }
+
+    async fn append_audit(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
+        self.inner.append_audit(events).await
+    }
+
+    async fn audit_after(&self, after: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
+        self.inner.audit_after(after, limit).await
+    }
+
+    async fn purge_expired(&self, now: UnixTime) -> Result<u64, StoreError> {
+        self.inner.purge_expired(now).await
+    }
+}
