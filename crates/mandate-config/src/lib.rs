@@ -5,6 +5,7 @@
 //! names the key it is about ("`clients[1].secret_env`: environment variable
 //! AGENT_SECRET is not set"), and start-up stops on the first one.
 
+mod gateway;
 mod raw;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,6 +17,7 @@ use mandate_core::registration::RegistrationMode;
 use mandate_jose::{JwkSet, SigningAlg};
 use mandate_types::{ClientId, ResourceUri, Scope, ScopeSet, SecretHash};
 
+pub use gateway::{GatewayConfig, IssuerConfig, RouteConfig};
 pub use raw::RawConfig;
 
 /// A configuration problem, naming its key.
@@ -28,7 +30,7 @@ pub struct ConfigError {
     pub problem: String,
 }
 
-fn err(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+pub(crate) fn err(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError {
         key: key.into(),
         problem: problem.into(),
@@ -130,6 +132,8 @@ pub struct Config {
     pub initial_access_token: Option<SecretHash>,
     /// Grants registered clients may have.
     pub registration_grant_types: BTreeSet<GrantType>,
+    /// The gateway (no routes: no gateway).
+    pub gateway: GatewayConfig,
 }
 
 impl Config {
@@ -342,7 +346,10 @@ impl Config {
             },
         };
 
+        let gateway = gateway::gateway_config(raw.gateway, &issuer)?;
+
         Ok(Self {
+            gateway,
             issuer,
             listen,
             admin_listen,
@@ -384,7 +391,7 @@ fn check_issuer(issuer: &str) -> Result<String, ConfigError> {
 }
 
 /// Parses "15m", "90s", "1h 30m" into seconds; `default` when absent.
-fn duration(key: &str, value: Option<String>, default: i64) -> Result<i64, ConfigError> {
+pub(crate) fn duration(key: &str, value: Option<String>, default: i64) -> Result<i64, ConfigError> {
     let Some(v) = value else { return Ok(default) };
     let d = humantime::parse_duration(&v)
         .map_err(|e| err(key, format!("{v:?} is not a duration like \"15m\": {e}")))?;

@@ -26,6 +26,54 @@ pub struct RawConfig {
     pub registration: RawRegistration,
     #[serde(default)]
     pub admin: RawAdmin,
+    #[serde(default)]
+    pub gateway: RawGateway,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    pub public_url: Option<String>,
+    pub leeway: Option<String>,
+    pub max_body_bytes: Option<usize>,
+    pub upstream_timeout: Option<String>,
+    pub revocation_refresh: Option<String>,
+    pub card_max_age: Option<String>,
+    pub card_rate_limit: Option<u32>,
+    pub default_route: Option<String>,
+    pub trust_own_issuer: Option<bool>,
+    #[serde(default)]
+    pub issuers: Vec<RawIssuer>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    pub issuer: String,
+    pub require_at_jwt: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub path: String,
+    pub upstream: String,
+    pub protocol: Option<String>,
+    pub resource: Option<String>,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub operations: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub skills: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub public: bool,
+    #[serde(default)]
+    pub pass_token: bool,
+    pub upstream_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

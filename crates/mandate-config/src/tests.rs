@@ -79,3 +79,39 @@ fn impossible_combinations_are_refused() {
         assert_eq!(e.key, key, "{file}: {e}");
     }
 }
+
+#[test]
+fn gateway_routes() {
+    let file = r#"
+[[gateway.routes]]
+path = "/agents/expense/"
+upstream = "http://127.0.0.1:9001"
+protocol = "a2a"
+resource = "https://expense-agent.example.com"
+scopes = ["expense:read"]
+[gateway.routes.operations]
+SendMessage = ["expense:submit"]
+CancelTask = ["expense:submit"]
+"#;
+    let c = Config::load(Some(file), &Overrides::default(), &no_env).unwrap();
+    let r = &c.gateway.routes[0];
+    assert_eq!(r.path, "/agents/expense");
+    assert_eq!(r.operations.len(), 2);
+    assert_eq!(c.gateway.public_url, "http://127.0.0.1:8080");
+    let bad = [
+        ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"http://a\"\nresource = \"https://r\"\nprotocol = \"mcp\"", "gateway.routes[0].protocol"),
+        ("[[gateway.routes]]\npath = \"/token\"\nupstream = \"http://a\"\nresource = \"https://r\"", "gateway.routes[0].path"),
+        ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"http://a\"", "gateway.routes[0].resource"),
+        ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"http://a\"\nresource = \"https://r\"\npublic = true\nscopes = [\"a\"]", "gateway.routes[0].public"),
+        ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"http://a\"\nresource = \"https://r\"\nprotocol = \"a2a\"\n[gateway.routes.operations]\nSend = [\"a\"]", "gateway.routes[0].operations"),
+        ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"http://a\"\nresource = \"https://r\"\n[gateway.routes.operations]\nSendMessage = [\"a\"]", "gateway.routes[0].operations"),
+        ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"ftp://a\"\nresource = \"https://r\"", "gateway.routes[0].upstream"),
+        ("[gateway]\ndefault_route = \"/nope\"", "gateway.default_route"),
+    ];
+    for (file, key) in bad {
+        let e = Config::load(Some(file), &Overrides::default(), &no_env).unwrap_err();
+        assert_eq!(e.key, key, "{file}: {e}");
+    }
+    let e = Config::load(Some("[[gateway.routes]]\npath = \"/x\"\nupstream = \"http://a\"\nresource = \"https://r\"\nbogus = 1"), &Overrides::default(), &no_env).unwrap_err();
+    assert!(e.to_string().contains("bogus"), "{e}");
+}

@@ -47,6 +47,27 @@ impl AuditLog {
     }
 }
 
+impl AuditLog {
+    /// Appends `event` without waiting for it to be durable: for decisions on
+    /// a hot path (the gateway), where the caller's answer does not depend on
+    /// the record. Under overload the event waits in a task for room.
+    pub fn record_nowait(&self, event: NewEvent) {
+        let (done, _ignored) = oneshot::channel();
+        match self.tx.try_send((event, done)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(pending)) => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(pending).await;
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!("audit writer stopped; a gateway decision was not recorded");
+            }
+        }
+    }
+}
+
 async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Pending>) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_AUDIT_BATCH);
     while rx.recv_many(&mut batch, MAX_AUDIT_BATCH).await > 0 {

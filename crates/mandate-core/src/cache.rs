@@ -155,6 +155,10 @@ impl Store for CachedStore {
         self.inner.is_revoked(jti).await
     }
 
+    async fn list_revoked(&self, now: UnixTime) -> Result<Vec<String>, StoreError> {
+        self.inner.list_revoked(now).await
+    }
+
     async fn append_audit(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
         self.inner.append_audit(events).await
     }

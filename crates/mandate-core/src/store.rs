@@ -65,6 +65,8 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_token(&self, jti: &str, expires_at: UnixTime) -> Result<(), StoreError>;
     /// Whether `jti` is revoked.
     async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError>;
+    /// Every revoked `jti` not yet expired at `now` (the gateway's revocation feed).
+    async fn list_revoked(&self, now: UnixTime) -> Result<Vec<String>, StoreError>;
 
     /// Appends events to the hash chain, atomically, after the current head
     /// (whichever replica wrote it). Returns them chained.

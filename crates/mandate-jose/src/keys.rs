@@ -164,6 +164,21 @@ impl SigningKey {
     }
 }
 
+impl SigningKey {
+    /// A JWS with a detached payload (RFC 7515 Appendix F), as A2A signed
+    /// Agent Cards use: returns the protected header and the signature, both
+    /// base64url. The header carries `alg`, `kid` and `typ`.
+    pub fn sign_detached(&self, typ: &str, payload: &[u8]) -> Result<(String, String), JoseError> {
+        let header = serde_json::json!({"alg": self.alg.as_str(), "kid": self.kid, "typ": typ});
+        let protected = URL_SAFE_NO_PAD.encode(header.to_string());
+        let input = format!("{protected}.{}", URL_SAFE_NO_PAD.encode(payload));
+        let signature =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, self.alg.to_jwt())
+                .map_err(|_| JoseError::Sign)?;
+        Ok((protected, signature))
+    }
+}
+
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SigningKey")

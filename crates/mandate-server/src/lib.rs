@@ -10,6 +10,7 @@ pub mod bootstrap;
 pub mod errors;
 pub mod extract;
 pub mod fetch;
+pub mod gateway;
 pub mod oauth;
 pub mod ops;
 pub mod state;
@@ -164,6 +165,16 @@ pub async fn start(
         Arc::new(fetch::HttpJwksFetcher::new()?),
     ));
     apply_config(&authority, config).await?;
+    let revocations = Arc::new(gateway::StoreRevocations::default());
+    revocations.refresh(dyn_store.as_ref(), clock.now()).await;
+    let gateway = gateway::build(
+        config,
+        Arc::clone(&dyn_store),
+        Arc::clone(&keyring),
+        authority.audit().clone(),
+        Arc::clone(&clock),
+        Arc::clone(&revocations),
+    )?;
 
     let state = AppState {
         authority: Arc::clone(&authority),
@@ -171,6 +182,7 @@ pub async fn start(
         metrics: Arc::new(ops::Metrics::new()),
         admin_token: Arc::new(ClientSecret::new(admin_token.clone()).hash()),
         secret_rotation_overlap: config.secret_rotation_overlap,
+        gateway,
     };
     let public = with_common_layers(oauth::router(), &state, config.max_body_bytes);
     let admin = with_common_layers(admin::router(state.clone()), &state, config.max_body_bytes);
@@ -181,7 +193,13 @@ pub async fn start(
     let tasks = vec![
         public_task,
         admin_task,
-        tokio::spawn(housekeeping(Arc::clone(&authority), stopped)),
+        tokio::spawn(housekeeping(Arc::clone(&authority), stopped.clone())),
+        tokio::spawn(refresh_revocations(
+            Arc::clone(&authority),
+            revocations,
+            Duration::from_secs(config.gateway.revocation_refresh.unsigned_abs()),
+            stopped,
+        )),
     ];
     Ok(RunningServer {
         public_addr,
@@ -224,6 +242,7 @@ async fn serve(
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
@@ -251,6 +270,26 @@ async fn housekeeping(authority: Arc<Authority>, mut stopped: watch::Receiver<bo
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "purge failed"),
                 }
+            }
+        }
+    }
+}
+
+/// Keeps the gateway's view of revocations fresh.
+async fn refresh_revocations(
+    authority: Arc<Authority>,
+    revocations: Arc<gateway::StoreRevocations>,
+    every: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            _ = tick.tick() => {
+                revocations
+                    .refresh(authority.store().as_ref(), authority.clock().now())
+                    .await;
             }
         }
     }

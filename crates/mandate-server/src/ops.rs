@@ -163,7 +163,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(),
+        match &state.gateway {
+            Some(g) => format!("{}{}", state.metrics.render(), g.metrics().render()),
+            None => state.metrics.render(),
+        },
     )
         .into_response()
 }

@@ -22,6 +22,8 @@ pub struct AppState {
     pub admin_token: Arc<SecretHash>,
     /// Default overlap of old client secrets on rotation, seconds.
     pub secret_rotation_overlap: i64,
+    /// The gateway, when routes are configured.
+    pub gateway: Option<Arc<mandate_gateway::Gateway>>,
 }
 
 impl FromRef<AppState> for Arc<Metrics> {

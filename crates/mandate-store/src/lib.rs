@@ -315,6 +315,20 @@ impl Store for SqlStore {
         Ok(row.is_some())
     }
 
+    async fn list_revoked(&self, now: UnixTime) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT jti FROM revoked_tokens WHERE expires_at >= $1")
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                r.try_get::<String, _>(0)
+                    .map_err(|e| corrupt("revoked_tokens", e))
+            })
+            .collect()
+    }
+
     async fn append_audit(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());

@@ -1,5 +1,6 @@
 mod admin;
 mod client_auth;
+mod gateway;
 mod introspection;
 mod keys;
 mod process;

@@ -1,0 +1,240 @@
+//! `[gateway]`: routes in front of agents, and the issuers whose tokens they accept.
+
+use std::collections::{BTreeMap, HashMap};
+
+use mandate_tower::{A2aOperation, Protocol};
+use mandate_types::{ResourceUri, ScopeSet};
+
+use crate::raw::RawGateway;
+use crate::{duration, err, ConfigError};
+
+/// Paths the authorization server owns; no route may shadow them.
+const RESERVED: [&str; 9] = [
+    "/token",
+    "/introspect",
+    "/revoke",
+    "/register",
+    "/jwks.json",
+    "/.well-known",
+    "/metrics",
+    "/healthz",
+    "/readyz",
+];
+
+/// A trusted external issuer.
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    /// Issuer identifier; keys come from its RFC 8414 metadata.
+    pub issuer: String,
+    /// Whether its tokens must have `typ: at+jwt`.
+    pub require_at_jwt: bool,
+}
+
+/// One route.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Path prefix.
+    pub path: String,
+    /// Upstream base URL.
+    pub upstream: url::Url,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Audience tokens must carry.
+    pub resource: ResourceUri,
+    /// Display name.
+    pub name: String,
+    /// Scopes every call needs.
+    pub scopes: ScopeSet,
+    /// Extra scopes per A2A operation.
+    pub operations: HashMap<A2aOperation, ScopeSet>,
+    /// Per-skill scopes advertised on the card.
+    pub skills: BTreeMap<String, ScopeSet>,
+    /// No token needed.
+    pub public: bool,
+    /// Forward the caller's token.
+    pub pass_token: bool,
+    /// Upstream response-header timeout, seconds.
+    pub upstream_timeout: i64,
+}
+
+/// The gateway's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayConfig {
+    /// Public base URL (default: the issuer).
+    pub public_url: String,
+    /// Clock skew tolerance, seconds.
+    pub leeway: i64,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// How often revocations are re-read from the store, seconds.
+    pub revocation_refresh: i64,
+    /// Agent Card cache lifetime, seconds.
+    pub card_max_age: i64,
+    /// Agent Card requests per minute per address.
+    pub card_rate_limit: u32,
+    /// Route also served at the root well-known paths.
+    pub default_route: Option<String>,
+    /// Trust Mandate's own issuer (in process).
+    pub trust_own_issuer: bool,
+    /// Other trusted issuers.
+    pub issuers: Vec<IssuerConfig>,
+    /// Routes.
+    pub routes: Vec<RouteConfig>,
+}
+
+fn scopes(key: &str, list: &[String]) -> Result<ScopeSet, ConfigError> {
+    ScopeSet::parse(&list.join(" ")).map_err(|e| err(key, e.to_string()))
+}
+
+pub(crate) fn gateway_config(raw: RawGateway, issuer: &str) -> Result<GatewayConfig, ConfigError> {
+    let upstream_default = duration("gateway.upstream_timeout", raw.upstream_timeout, 30)?;
+    let mut routes: Vec<RouteConfig> = Vec::new();
+    for (i, r) in raw.routes.into_iter().enumerate() {
+        let key = |k: &str| format!("gateway.routes[{i}].{k}");
+        let path = r.path.trim_end_matches('/').to_owned();
+        if !path.starts_with('/')
+            || path.len() < 2
+            || path.contains("//")
+            || path.split('/').any(|s| s == "." || s == "..")
+        {
+            return Err(err(
+                key("path"),
+                format!("{:?} must be an absolute path like /agents/expense", r.path),
+            ));
+        }
+        if RESERVED
+            .iter()
+            .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+            || path.starts_with("/.well-known")
+        {
+            return Err(err(
+                key("path"),
+                format!("{path} is reserved for the authorization server"),
+            ));
+        }
+        if routes.iter().any(|x| x.path == path) {
+            return Err(err(key("path"), "defined twice"));
+        }
+        let upstream = url::Url::parse(&r.upstream)
+            .map_err(|e| err(key("upstream"), format!("{:?}: {e}", r.upstream)))?;
+        if upstream.scheme() != "http"
+            || upstream.query().is_some()
+            || upstream.fragment().is_some()
+        {
+            return Err(err(key("upstream"), "must be an http:// URL without query or fragment (TLS to upstreams is not supported yet)"));
+        }
+        let protocol = match r.protocol.as_deref() {
+            None | Some("http") => Protocol::Http,
+            Some("a2a") => Protocol::A2a,
+            Some("mcp") => {
+                return Err(err(
+                    key("protocol"),
+                    "mcp routes are not supported yet: use a2a or http",
+                ))
+            }
+            Some(other) => return Err(err(key("protocol"), format!("{other:?}: use a2a or http"))),
+        };
+        let resource_raw = r.resource.ok_or_else(|| {
+            err(
+                key("resource"),
+                "every route names the audience its tokens must carry",
+            )
+        })?;
+        let resource = ResourceUri::parse(&resource_raw).map_err(|e| err(key("resource"), e))?;
+        let route_scopes = scopes(&key("scopes"), &r.scopes)?;
+        let mut operations = HashMap::new();
+        for (op, list) in &r.operations {
+            let operation = A2aOperation::from_name(op).ok_or_else(|| {
+                err(
+                    key("operations"),
+                    format!("{op:?} is not an A2A v1.0 operation name"),
+                )
+            })?;
+            operations.insert(operation, scopes(&key("operations"), list)?);
+        }
+        let mut skills = BTreeMap::new();
+        for (skill, list) in &r.skills {
+            skills.insert(skill.clone(), scopes(&key("skills"), list)?);
+        }
+        if protocol != Protocol::A2a && (!operations.is_empty() || !skills.is_empty()) {
+            return Err(err(
+                key("operations"),
+                "operations and skills apply to a2a routes only",
+            ));
+        }
+        if r.public && (!route_scopes.is_empty() || !operations.is_empty() || !skills.is_empty()) {
+            return Err(err(
+                key("public"),
+                "a public route cannot also require scopes",
+            ));
+        }
+        let upstream_timeout = match r.upstream_timeout {
+            Some(t) => duration(&key("upstream_timeout"), Some(t), 30)?,
+            None => upstream_default,
+        };
+        routes.push(RouteConfig {
+            name: r
+                .name
+                .unwrap_or_else(|| path.trim_start_matches('/').to_owned()),
+            path,
+            upstream,
+            protocol,
+            resource,
+            scopes: route_scopes,
+            operations,
+            skills,
+            public: r.public,
+            pass_token: r.pass_token,
+            upstream_timeout,
+        });
+    }
+    let mut issuers = Vec::new();
+    for (i, x) in raw.issuers.into_iter().enumerate() {
+        let parsed = url::Url::parse(&x.issuer)
+            .map_err(|e| err(format!("gateway.issuers[{i}].issuer"), e.to_string()))?;
+        if parsed.scheme() != "https"
+            && parsed.host_str() != Some("127.0.0.1")
+            && parsed.host_str() != Some("localhost")
+        {
+            return Err(err(
+                format!("gateway.issuers[{i}].issuer"),
+                "must be https (http only on loopback)",
+            ));
+        }
+        issuers.push(IssuerConfig {
+            issuer: x.issuer.trim_end_matches('/').to_owned(),
+            require_at_jwt: x.require_at_jwt.unwrap_or(false),
+        });
+    }
+    if let Some(d) = &raw.default_route {
+        if !routes.iter().any(|r| &r.path == d) {
+            return Err(err(
+                "gateway.default_route",
+                format!("{d} is not a route path"),
+            ));
+        }
+    }
+    let max_body_bytes = raw.max_body_bytes.unwrap_or(1024 * 1024);
+    if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
+        return Err(err(
+            "gateway.max_body_bytes",
+            "must be between 1024 and 67108864",
+        ));
+    }
+    Ok(GatewayConfig {
+        public_url: raw
+            .public_url
+            .unwrap_or_else(|| issuer.to_owned())
+            .trim_end_matches('/')
+            .to_owned(),
+        leeway: duration("gateway.leeway", raw.leeway, 30)?,
+        max_body_bytes,
+        revocation_refresh: duration("gateway.revocation_refresh", raw.revocation_refresh, 5)?,
+        card_max_age: duration("gateway.card_max_age", raw.card_max_age, 300)?,
+        card_rate_limit: raw.card_rate_limit.unwrap_or(60),
+        default_route: raw.default_route,
+        trust_own_issuer: raw.trust_own_issuer.unwrap_or(true),
+        issuers,
+        routes,
+    })
+}

@@ -1,0 +1,550 @@
+//! Mandate's gateway: a reverse proxy in front of A2A and HTTP agents that
+//! lets no unauthenticated or over-scoped call through.
+//!
+//! For each request under a route it runs the same [`Guard::decide`] as the
+//! tower layer in `mandate-tower`, then forwards: hop-by-hop headers dropped,
+//! `X-Forwarded-*` set, the caller's identity in `X-Mandate-*` headers that no
+//! caller can forge (incoming copies are removed), the caller's token withheld
+//! unless the route asks for it. Bodies stream both ways (SSE included); only
+//! an A2A JSON-RPC request body is read first, bounded, to find the operation.
+//!
+//! It also serves each route's RFC 9728 metadata and its Agent Card (see
+//! [`card`]). Every decision goes to a [`DecisionSink`] (the audit trail)
+//! without waiting for it.
+
+pub mod card;
+pub mod metrics;
+pub mod route;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt as _, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use mandate_tower::{Allowed, Guard, Protocol, RequestView};
+use mandate_types::Clock;
+use serde_json::json;
+
+pub use card::{CardSettings, CardSigner, ScopeCatalog};
+pub use metrics::GatewayMetrics;
+pub use route::{Route, RouteTable};
+
+/// Identity headers set for the upstream; incoming copies are removed.
+pub const IDENTITY_PREFIX: &str = "x-mandate-";
+
+/// What the audit trail records of each decision.
+#[derive(Debug, Clone)]
+pub struct DecisionEvent {
+    /// Route path.
+    pub route: String,
+    /// The audience.
+    pub resource: String,
+    /// A2A operation or JSON-RPC method, when known.
+    pub operation: Option<String>,
+    /// Caller's client.
+    pub client_id: Option<String>,
+    /// Caller's subject.
+    pub subject: Option<String>,
+    /// Token scopes.
+    pub scopes: Option<String>,
+    /// Token id.
+    pub jti: Option<String>,
+    /// Allowed or not.
+    pub allowed: bool,
+    /// `allow` or the denial reason.
+    pub reason: String,
+    /// HTTP status returned (upstream's when allowed).
+    pub status: u16,
+    /// Time spent, microseconds.
+    pub latency_us: u64,
+}
+
+/// Receives decisions; must not block.
+pub trait DecisionSink: Send + Sync + 'static {
+    /// Records one decision.
+    fn record(&self, event: DecisionEvent);
+}
+
+/// Gateway-wide settings.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Authorization servers named in protected-resource metadata.
+    pub authorization_servers: Vec<String>,
+    /// Card settings (also holds the public base URL).
+    pub card: CardSettings,
+    /// Route whose well-known documents are also served at the root.
+    pub default_route: Option<String>,
+    /// Largest request body forwarded (and read, for JSON-RPC).
+    pub max_body: usize,
+}
+
+/// The gateway.
+pub struct Gateway {
+    routes: RouteTable,
+    guard: Arc<Guard>,
+    clock: Arc<dyn Clock>,
+    client: Client<HttpConnector, Body>,
+    settings: GatewaySettings,
+    signer: Arc<dyn CardSigner>,
+    catalog: Arc<dyn ScopeCatalog>,
+    sink: Arc<dyn DecisionSink>,
+    cards: tokio::sync::Mutex<HashMap<String, (Instant, card::ServedCard)>>,
+    limiter: card::RateLimiter,
+    metrics: GatewayMetrics,
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(Body::from(body.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// RFC 9110 §7.6.1 hop-by-hop fields, plus those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(n);
+    }
+}
+
+impl Gateway {
+    /// Assembles a gateway.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        routes: RouteTable,
+        guard: Arc<Guard>,
+        clock: Arc<dyn Clock>,
+        settings: GatewaySettings,
+        signer: Arc<dyn CardSigner>,
+        catalog: Arc<dyn ScopeCatalog>,
+        sink: Arc<dyn DecisionSink>,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Self {
+            limiter: card::RateLimiter::new(settings.card.rate_per_minute),
+            routes,
+            guard,
+            clock,
+            client,
+            settings,
+            signer,
+            catalog,
+            sink,
+            cards: tokio::sync::Mutex::new(HashMap::new()),
+            metrics: GatewayMetrics::new(),
+        }
+    }
+
+    /// The routes.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// Metrics, for `/metrics`.
+    pub fn metrics(&self) -> &GatewayMetrics {
+        &self.metrics
+    }
+
+    /// Handles a request that no authorization server route matched.
+    pub async fn handle(&self, req: Request<Body>, peer: Option<SocketAddr>) -> Response<Body> {
+        let path = req.uri().path().to_owned();
+        if let Some(rest) = path.strip_prefix("/.well-known/oauth-protected-resource") {
+            let route = if rest.is_empty() {
+                self.routes.root(self.settings.default_route.as_deref())
+            } else {
+                self.routes.all().iter().find(|r| r.path == rest)
+            };
+            return match route {
+                Some(r) => self.protected_resource_metadata(r),
+                None => not_found(),
+            };
+        }
+        if is_card_path(&path) {
+            return match self.routes.root(self.settings.default_route.as_deref()) {
+                Some(r) if r.policy.protocol == Protocol::A2a => {
+                    self.card(r, req.headers(), peer).await
+                }
+                _ => not_found(),
+            };
+        }
+        let Some((route, rest)) = self.routes.find(&path) else {
+            return not_found();
+        };
+        if is_card_path(rest) && route.policy.protocol == Protocol::A2a {
+            return self.card(route, req.headers(), peer).await;
+        }
+        let rest = rest.to_owned();
+        self.proxy(route, &rest, req, peer).await
+    }
+
+    fn protected_resource_metadata(&self, route: &Route) -> Response<Body> {
+        let scopes: std::collections::BTreeSet<&str> = route
+            .policy
+            .scopes
+            .iter()
+            .chain(route.policy.operations.values().flat_map(|s| s.iter()))
+            .chain(route.skills.values().flat_map(|s| s.iter()))
+            .map(|s| s.as_str())
+            .collect();
+        let mut r = json_response(
+            StatusCode::OK,
+            json!({
+                "resource": route.policy.resource,
+                "authorization_servers": self.settings.authorization_servers,
+                "scopes_supported": scopes,
+                "bearer_methods_supported": ["header"],
+                "resource_name": route.name,
+            }),
+        );
+        r.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        );
+        r
+    }
+
+    async fn card(
+        &self,
+        route: &Route,
+        headers: &HeaderMap,
+        peer: Option<SocketAddr>,
+    ) -> Response<Body> {
+        let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
+        if let Err(wait) = self.limiter.check(ip) {
+            let mut r = json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({"error": "rate_limited", "error_description": "too many Agent Card requests"}),
+            );
+            if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
+        }
+        let served = match self.served_card(route).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(route = %route.path, error = %e, "agent card unavailable");
+                return json_response(
+                    StatusCode::BAD_GATEWAY,
+                    json!({"error": "bad_gateway", "error_description": "the agent's card is unavailable"}),
+                );
+            }
+        };
+        let max_age = self.settings.card.max_age.as_secs();
+        let cache = HeaderValue::from_str(&format!("public, max-age={max_age}"))
+            .unwrap_or(HeaderValue::from_static("no-cache"));
+        let etag = HeaderValue::from_str(&served.etag).unwrap_or(HeaderValue::from_static("\"\""));
+        let not_modified = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim() == served.etag || t.trim() == "*")
+            });
+        let mut r = if not_modified {
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            r
+        } else {
+            let mut r = Response::new(Body::from(served.body));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        };
+        r.headers_mut().insert(header::CACHE_CONTROL, cache);
+        r.headers_mut().insert(header::ETAG, etag);
+        r
+    }
+
+    async fn served_card(&self, route: &Route) -> Result<card::ServedCard, String> {
+        let mut cards = self.cards.lock().await;
+        if let Some((at, c)) = cards.get(&route.path) {
+            if at.elapsed() < self.settings.card.max_age {
+                return Ok(c.clone());
+            }
+        }
+        // The lock is held while fetching: one fetch per route at a time.
+        let upstream = self.fetch_upstream_card(route).await?;
+        let scopes: BTreeMap<String, String> = self.catalog.describe(&route.policy.resource).await;
+        let rewritten = card::rewrite_card(upstream, route, &self.settings.card, &scopes);
+        let served = card::sign_card(rewritten, self.signer.as_ref())?;
+        cards.insert(route.path.clone(), (Instant::now(), served.clone()));
+        Ok(served)
+    }
+
+    async fn fetch_upstream_card(&self, route: &Route) -> Result<serde_json::Value, String> {
+        let base = route.upstream.as_str().trim_end_matches('/');
+        let mut last = String::new();
+        for name in ["agent-card.json", "agent.json"] {
+            let uri: Uri = format!("{base}/.well-known/{name}")
+                .parse()
+                .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+            let req = Request::get(uri)
+                .body(Body::empty())
+                .map_err(|e| e.to_string())?;
+            let resp = tokio::time::timeout(route.upstream_timeout, self.client.request(req))
+                .await
+                .map_err(|_| "timed out".to_owned())?
+                .map_err(|e| e.to_string())?;
+            if !resp.status().is_success() {
+                last = format!("{name}: {}", resp.status());
+                continue;
+            }
+            let bytes = Limited::new(resp.into_body(), card::MAX_CARD_BYTES)
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            return serde_json::from_slice(&bytes).map_err(|e| format!("{name}: {e}"));
+        }
+        Err(last)
+    }
+
+    async fn proxy(
+        &self,
+        route: &Route,
+        rest: &str,
+        req: Request<Body>,
+        peer: Option<SocketAddr>,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let (mut parts, body) = req.into_parts();
+        let mut buffered: Option<Bytes> = None;
+        let body = if Guard::needs_body(&route.policy, &parts.method, &parts.headers) {
+            match Limited::new(body, self.settings.max_body).collect().await {
+                Ok(c) => {
+                    let b = c.to_bytes();
+                    buffered = Some(b.clone());
+                    Body::from(b)
+                }
+                Err(_) => {
+                    return json_response(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        json!({"error": "invalid_request", "error_description": "request body too large"}),
+                    )
+                }
+            }
+        } else {
+            Body::new(Limited::new(body, self.settings.max_body))
+        };
+        let rest_path = if rest.is_empty() { "/" } else { rest };
+        let view = RequestView {
+            method: &parts.method,
+            uri: &parts.uri,
+            path: rest_path,
+            headers: &parts.headers,
+            body: buffered.as_deref(),
+        };
+        let decision = self
+            .guard
+            .decide(&route.policy, view, self.clock.now())
+            .await;
+        let allowed = match decision {
+            Ok(a) => a,
+            Err(denial) => {
+                self.metrics.decision(&route.path, denial.reason);
+                self.sink.record(DecisionEvent {
+                    route: route.path.clone(),
+                    resource: route.policy.resource.clone(),
+                    operation: None,
+                    client_id: None,
+                    subject: None,
+                    scopes: None,
+                    jti: None,
+                    allowed: false,
+                    reason: denial.reason.to_owned(),
+                    status: denial.status.as_u16(),
+                    latency_us: elapsed_us(started),
+                });
+                return denial.into_response();
+            }
+        };
+        let Some(uri) = upstream_uri(route, rest, parts.uri.query()) else {
+            return json_response(StatusCode::BAD_REQUEST, json!({"error": "invalid_request"}));
+        };
+        let original_host = parts.headers.get(header::HOST).cloned();
+        parts.uri = uri;
+        prepare_upstream_headers(
+            &mut parts.headers,
+            route,
+            &allowed,
+            peer,
+            original_host,
+            &self.settings.card.public_base,
+        );
+        self.metrics
+            .added(&route.path, started.elapsed().as_secs_f64());
+        let upstream_started = Instant::now();
+        let result = tokio::time::timeout(
+            route.upstream_timeout,
+            self.client.request(Request::from_parts(parts, body)),
+        )
+        .await;
+        let (response, reason) = match result {
+            Ok(Ok(resp)) => {
+                self.metrics
+                    .upstream(&route.path, upstream_started.elapsed().as_secs_f64());
+                let (mut p, b) = resp.into_parts();
+                strip_hop_by_hop(&mut p.headers);
+                (Response::from_parts(p, Body::new(b)), "allow")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(route = %route.path, error = %e, "upstream request failed");
+                (
+                    json_response(
+                        StatusCode::BAD_GATEWAY,
+                        json!({"error": "bad_gateway", "error_description": "the upstream agent could not be reached"}),
+                    ),
+                    "upstream_error",
+                )
+            }
+            Err(_) => (
+                json_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    json!({"error": "gateway_timeout", "error_description": "the upstream agent did not answer in time"}),
+                ),
+                "upstream_timeout",
+            ),
+        };
+        self.metrics.decision(&route.path, reason);
+        let token = allowed.token.as_deref();
+        self.sink.record(DecisionEvent {
+            route: route.path.clone(),
+            resource: route.policy.resource.clone(),
+            operation: allowed
+                .operation
+                .map(|o| o.name().to_owned())
+                .or_else(|| allowed.method.clone()),
+            client_id: token.and_then(|t| t.client_id.clone()),
+            subject: token.map(|t| t.subject.clone()),
+            scopes: token.map(|t| t.scope.to_string()),
+            jti: token.and_then(|t| t.jti.clone()),
+            allowed: true,
+            reason: reason.to_owned(),
+            status: response.status().as_u16(),
+            latency_us: elapsed_us(started),
+        });
+        response
+    }
+}
+
+fn elapsed_us(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+fn is_card_path(p: &str) -> bool {
+    p == "/.well-known/agent-card.json" || p == "/.well-known/agent.json"
+}
+
+fn not_found() -> Response<Body> {
+    json_response(StatusCode::NOT_FOUND, json!({"error": "not_found"}))
+}
+
+/// The upstream URI for `rest` (the path below the route) and the query.
+fn upstream_uri(route: &Route, rest: &str, query: Option<&str>) -> Option<Uri> {
+    let base = route.upstream.as_str().trim_end_matches('/');
+    let mut s = format!("{base}{rest}");
+    if rest.is_empty() && route.upstream.path() == "/" {
+        s.push('/');
+    }
+    if let Some(q) = query {
+        s.push('?');
+        s.push_str(q);
+    }
+    s.parse().ok()
+}
+
+fn prepare_upstream_headers(
+    headers: &mut HeaderMap,
+    route: &Route,
+    allowed: &Allowed,
+    peer: Option<SocketAddr>,
+    original_host: Option<HeaderValue>,
+    public_base: &str,
+) {
+    strip_hop_by_hop(headers);
+    let forged: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
+        .cloned()
+        .collect();
+    for k in forged {
+        headers.remove(k);
+    }
+    if !route.pass_token {
+        headers.remove(header::AUTHORIZATION);
+    }
+    headers.remove(header::HOST);
+    if let Some(ip) = peer.map(|p| p.ip().to_string()) {
+        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prior) => format!("{prior}, {ip}"),
+            None => ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            headers.insert("x-forwarded-for", v);
+        }
+    }
+    if let Some(h) = original_host {
+        headers.insert("x-forwarded-host", h);
+    }
+    let proto = if public_base.starts_with("https:") {
+        "https"
+    } else {
+        "http"
+    };
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    let mut set = |name: &'static str, value: Option<&str>| {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(name, v);
+        }
+    };
+    if let Some(t) = allowed.token.as_deref() {
+        set("x-mandate-subject", Some(&t.subject));
+        set("x-mandate-client-id", t.client_id.as_deref());
+        set("x-mandate-scope", Some(&t.scope.to_string()));
+        set("x-mandate-issuer", Some(&t.issuer));
+        set("x-mandate-token-id", t.jti.as_deref());
+    }
+    if let Some(op) = allowed.operation {
+        set("x-mandate-operation", Some(op.name()));
+    }
+}

@@ -1,0 +1,103 @@
+//! Per-route gateway metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Decision {
+    route: String,
+    decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
+}
+
+fn histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.00001, 2.0, 20))
+}
+
+/// Requests by route and decision; guard and upstream latency by route.
+pub struct GatewayMetrics {
+    registry: Registry,
+    decisions: Family<Decision, Counter>,
+    added: Family<RouteLabel, Histogram>,
+    upstream: Family<RouteLabel, Histogram>,
+}
+
+impl GatewayMetrics {
+    /// Registers the metrics.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("mandate_gateway");
+        let decisions = Family::<Decision, Counter>::default();
+        let added =
+            Family::<RouteLabel, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        let upstream =
+            Family::<RouteLabel, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        registry.register(
+            "requests",
+            "Gateway requests by route and decision (allow or the denial reason)",
+            decisions.clone(),
+        );
+        registry.register(
+            "added_latency_seconds",
+            "Time the gateway spent before calling the upstream",
+            added.clone(),
+        );
+        registry.register(
+            "upstream_latency_seconds",
+            "Upstream time to response headers",
+            upstream.clone(),
+        );
+        Self {
+            registry,
+            decisions,
+            added,
+            upstream,
+        }
+    }
+
+    pub(crate) fn decision(&self, route: &str, decision: &str) {
+        self.decisions
+            .get_or_create(&Decision {
+                route: route.to_owned(),
+                decision: decision.to_owned(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn added(&self, route: &str, seconds: f64) {
+        self.added
+            .get_or_create(&RouteLabel {
+                route: route.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    pub(crate) fn upstream(&self, route: &str, seconds: f64) {
+        self.upstream
+            .get_or_create(&RouteLabel {
+                route: route.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    /// Text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,70 @@
+//! Routes: a path prefix on the gateway, the upstream behind it, and the
+//! policy the guard enforces there.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use mandate_tower::ProtectedResource;
+use mandate_types::ScopeSet;
+
+/// One gateway route, validated.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Path prefix on the gateway, `/agents/expense` (no trailing slash).
+    pub path: String,
+    /// Base URL of the upstream, `http://127.0.0.1:9001` or with a path.
+    pub upstream: url::Url,
+    /// The policy, including the audience.
+    pub policy: ProtectedResource,
+    /// Name shown in metadata (`resource_name`).
+    pub name: String,
+    /// Pass the caller's token on to the upstream (off by default).
+    pub pass_token: bool,
+    /// Per-skill scopes advertised in the Agent Card.
+    pub skills: BTreeMap<String, ScopeSet>,
+    /// How long to wait for the upstream's response headers.
+    pub upstream_timeout: Duration,
+}
+
+impl Route {
+    /// The rest of `path` after this route's prefix, if it belongs here:
+    /// `/agents/x` matches `/agents/x` and `/agents/x/...`, not `/agents/xy`.
+    pub fn strip<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let rest = path.strip_prefix(self.path.as_str())?;
+        (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+    }
+}
+
+/// Routes, longest prefix first.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable(Vec<Route>);
+
+impl RouteTable {
+    /// Builds the table.
+    pub fn new(mut routes: Vec<Route>) -> Self {
+        routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
+        Self(routes)
+    }
+
+    /// The route `path` falls under, with the rest of the path.
+    pub fn find<'p>(&self, path: &'p str) -> Option<(&Route, &'p str)> {
+        self.0
+            .iter()
+            .find_map(|r| r.strip(path).map(|rest| (r, rest)))
+    }
+
+    /// Every route.
+    pub fn all(&self) -> &[Route] {
+        &self.0
+    }
+
+    /// The route whose well-known documents are also served at the root: the
+    /// only one, or the named default.
+    pub fn root(&self, default: Option<&str>) -> Option<&Route> {
+        match default {
+            Some(p) => self.0.iter().find(|r| r.path == p),
+            None if self.0.len() == 1 => self.0.first(),
+            None => None,
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Wiring of the gateway into the server: the adapters that connect
+//! `mandate-gateway` and `mandate-tower` to Mandate's own keys, store and
+//! audit trail when both run in one process.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use mandate_audit::{NewEvent, Outcome};
+use mandate_config::Config;
+use mandate_core::audit::AuditLog;
+use mandate_core::keyring::Keyring;
+use mandate_core::Store;
+use mandate_gateway::{
+    CardSettings, CardSigner, DecisionEvent, DecisionSink, Gateway, GatewaySettings, Route,
+    RouteTable, ScopeCatalog,
+};
+use mandate_jose::JwkSet;
+use mandate_tower::keys::HttpKeys;
+use mandate_tower::{
+    Guard, KeySource, ProtectedResource, RevocationList, TokenVerifier, TrustedIssuer,
+};
+use mandate_types::{Clock, ResourceUri};
+
+use crate::state::AppState;
+
+/// Mandate's own keys, straight from the keyring; an unknown `kid` reloads
+/// from the store at most once a minute.
+struct OwnKeys {
+    keyring: Arc<Keyring>,
+    clock: Arc<dyn Clock>,
+    last_reload: AtomicI64,
+}
+
+/// Own issuer in process, every other trusted issuer over HTTP.
+struct Keys {
+    own_issuer: Option<String>,
+    own: OwnKeys,
+    http: HttpKeys,
+}
+
+#[async_trait]
+impl KeySource for Keys {
+    async fn keys(&self, issuer: &str, refresh: bool) -> Result<Arc<JwkSet>, String> {
+        if self.own_issuer.as_deref() != Some(issuer) {
+            return self.http.keys(issuer, refresh).await;
+        }
+        let now = self.own.clock.now();
+        if refresh && now - self.own.last_reload.load(Ordering::Relaxed) >= 60 {
+            self.own.last_reload.store(now, Ordering::Relaxed);
+            self.own.keyring.reload().await.map_err(|e| e.to_string())?;
+        }
+        Ok(Arc::new(JwkSet {
+            keys: self.own.keyring.snapshot().published().to_vec(),
+        }))
+    }
+}
+
+/// Revoked token ids, re-read from the store every `revocation_refresh`.
+#[derive(Default)]
+pub struct StoreRevocations(RwLock<HashSet<String>>);
+
+impl StoreRevocations {
+    /// Replaces the set with what the store holds now.
+    pub async fn refresh(&self, store: &dyn Store, now: i64) {
+        match store.list_revoked(now).await {
+            Ok(list) => {
+                if let Ok(mut s) = self.0.write() {
+                    *s = list.into_iter().collect();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading revocations failed"),
+        }
+    }
+}
+
+impl RevocationList for StoreRevocations {
+    fn is_revoked(&self, jti: &str) -> bool {
+        self.0.read().map(|s| s.contains(jti)).unwrap_or(false)
+    }
+}
+
+struct AuditDecisions {
+    audit: AuditLog,
+    clock: Arc<dyn Clock>,
+}
+
+impl DecisionSink for AuditDecisions {
+    fn record(&self, d: DecisionEvent) {
+        let (kind, outcome) = if d.allowed {
+            ("gateway.allowed", Outcome::Success)
+        } else {
+            ("gateway.denied", Outcome::Failure)
+        };
+        let mut e = NewEvent::new(self.clock.now_ms(), kind, outcome);
+        e.client_id = d.client_id;
+        e.subject = d.subject;
+        e.audience = Some(d.resource);
+        e.scopes = d.scopes;
+        e.jti = d.jti;
+        e.reason = Some(format!(
+            "route={} operation={} status={} reason={} latency_us={}",
+            d.route,
+            d.operation.as_deref().unwrap_or("-"),
+            d.status,
+            d.reason,
+            d.latency_us
+        ));
+        self.audit.record_nowait(e);
+    }
+}
+
+struct KeyringSigner {
+    keyring: Arc<Keyring>,
+    clock: Arc<dyn Clock>,
+}
+
+impl CardSigner for KeyringSigner {
+    fn sign(&self, payload: &[u8]) -> Result<(String, String), String> {
+        let snapshot = self.keyring.snapshot();
+        let key = snapshot
+            .signer(self.clock.now())
+            .ok_or("no active signing key")?;
+        key.sign_detached("JOSE", payload)
+            .map_err(|e| e.to_string())
+    }
+}
+
+struct StoreScopes(Arc<dyn Store>);
+
+#[async_trait]
+impl ScopeCatalog for StoreScopes {
+    async fn describe(&self, resource: &str) -> BTreeMap<String, String> {
+        let Ok(id) = ResourceUri::parse(resource) else {
+            return BTreeMap::new();
+        };
+        match self.0.get_resource(&id).await {
+            Ok(Some(r)) => r
+                .scopes
+                .into_iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v))
+                .collect(),
+            _ => BTreeMap::new(),
+        }
+    }
+}
+
+/// Builds the gateway, or `None` when no route is configured.
+pub fn build(
+    config: &Config,
+    store: Arc<dyn Store>,
+    keyring: Arc<Keyring>,
+    audit: AuditLog,
+    clock: Arc<dyn Clock>,
+    revocations: Arc<StoreRevocations>,
+) -> Result<Option<Arc<Gateway>>, reqwest::Error> {
+    let g = &config.gateway;
+    if g.routes.is_empty() {
+        return Ok(None);
+    }
+    let mut trusted: Vec<TrustedIssuer> = g
+        .issuers
+        .iter()
+        .map(|i| TrustedIssuer {
+            issuer: i.issuer.clone(),
+            require_at_jwt: i.require_at_jwt,
+        })
+        .collect();
+    if g.trust_own_issuer {
+        trusted.push(TrustedIssuer {
+            issuer: config.issuer.clone(),
+            require_at_jwt: true,
+        });
+    }
+    let keys = Keys {
+        own_issuer: g.trust_own_issuer.then(|| config.issuer.clone()),
+        own: OwnKeys {
+            keyring: Arc::clone(&keyring),
+            clock: Arc::clone(&clock),
+            last_reload: AtomicI64::new(0),
+        },
+        http: HttpKeys::new()?,
+    };
+    let verifier = TokenVerifier::new(trusted, Arc::new(keys), revocations, g.leeway);
+    let routes = g
+        .routes
+        .iter()
+        .map(|r| Route {
+            path: r.path.clone(),
+            upstream: r.upstream.clone(),
+            policy: ProtectedResource {
+                resource: r.resource.to_string(),
+                resource_metadata: format!(
+                    "{}/.well-known/oauth-protected-resource{}",
+                    g.public_url, r.path
+                ),
+                protocol: r.protocol,
+                scopes: r.scopes.clone(),
+                operations: r.operations.clone(),
+                public: r.public,
+            },
+            name: r.name.clone(),
+            pass_token: r.pass_token,
+            skills: r.skills.clone(),
+            upstream_timeout: Duration::from_secs(r.upstream_timeout.unsigned_abs()),
+        })
+        .collect();
+    let settings = GatewaySettings {
+        authorization_servers: vec![config.issuer.clone()],
+        card: CardSettings {
+            public_base: g.public_url.clone(),
+            token_url: format!("{}/token", config.issuer),
+            metadata_url: format!("{}/.well-known/oauth-authorization-server", config.issuer),
+            max_age: Duration::from_secs(g.card_max_age.unsigned_abs()),
+            rate_per_minute: g.card_rate_limit,
+        },
+        default_route: g.default_route.clone(),
+        max_body: g.max_body_bytes,
+    };
+    Ok(Some(Arc::new(Gateway::new(
+        RouteTable::new(routes),
+        Arc::new(Guard::new(verifier)),
+        Arc::clone(&clock),
+        settings,
+        Arc::new(KeyringSigner {
+            keyring,
+            clock: Arc::clone(&clock),
+        }),
+        Arc::new(StoreScopes(store)),
+        Arc::new(AuditDecisions { audit, clock }),
+    ))))
+}
+
+/// The public listener's fallback: everything the authorization server does
+/// not answer goes to the gateway.
+pub async fn fallback(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    match &s.gateway {
+        Some(g) => g.handle(req, Some(peer)).await.into_response(),
+        None => (
+            axum::http::StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({"error": "not_found"})),
+        )
+            .into_response(),
+    }
+}

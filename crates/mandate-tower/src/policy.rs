@@ -1,0 +1,356 @@
+//! The decision: who is calling ([`Guard::decide`] authenticates the bearer
+//! token for the resource's audience), and may they do this (the scopes the
+//! resource and the operation need). One function, used by the gateway and by
+//! the tower layer alike, so both reach the same decision on the same input.
+//!
+//! Failures become RFC 6750 / RFC 9728 challenges: 401 with
+//! `resource_metadata` (and `error="invalid_token"` when a token was sent),
+//! 403 `insufficient_scope` naming exactly the missing scopes, 400 for
+//! malformed requests. What is missing is said; what exists is not.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use mandate_types::{ScopeSet, UnixTime};
+use serde_json::json;
+
+use crate::a2a::{parse_jsonrpc, A2aOperation, JsonRpcError};
+use crate::token::{TokenError, TokenVerifier, VerifiedAccessToken};
+
+/// Longest `Authorization` header looked at.
+pub const MAX_AUTHORIZATION_LEN: usize = 8 * 1024;
+
+/// What a protected resource speaks, which decides how operations are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// A2A: JSON-RPC methods and HTTP+JSON paths name operations.
+    A2a,
+    /// Plain HTTP: only the resource's own scopes apply.
+    Http,
+}
+
+/// A protected resource's policy.
+#[derive(Debug, Clone)]
+pub struct ProtectedResource {
+    /// The audience its tokens must carry.
+    pub resource: String,
+    /// Its RFC 9728 metadata URL, sent in every challenge.
+    pub resource_metadata: String,
+    /// What it speaks.
+    pub protocol: Protocol,
+    /// Scopes every call needs.
+    pub scopes: ScopeSet,
+    /// Further scopes per operation.
+    pub operations: HashMap<A2aOperation, ScopeSet>,
+    /// No token needed at all.
+    pub public: bool,
+}
+
+/// A refusal, ready to become a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// 400, 401 or 403.
+    pub status: StatusCode,
+    /// The `WWW-Authenticate` value.
+    pub challenge: Option<String>,
+    /// A stable reason for metrics and the audit trail.
+    pub reason: &'static str,
+    /// Safe text for the caller.
+    pub description: String,
+    /// For JSON-RPC errors: the code and the request id.
+    pub jsonrpc: Option<(JsonRpcError, serde_json::Value)>,
+    /// Scopes the caller lacks, for 403.
+    pub missing_scope: Option<ScopeSet>,
+}
+
+impl Denial {
+    /// The response; the body type only needs to come from bytes.
+    pub fn into_response<B: From<Bytes>>(self) -> http::Response<B> {
+        let body = match &self.jsonrpc {
+            Some((e, id)) => json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "error": {"code": e.code(), "message": e.message(), "data": self.description},
+            }),
+            None => json!({
+                "error": match self.status {
+                    StatusCode::FORBIDDEN => "insufficient_scope",
+                    StatusCode::BAD_REQUEST => "invalid_request",
+                    _ => "invalid_token",
+                },
+                "error_description": self.description,
+            }),
+        };
+        let mut response = http::Response::new(B::from(Bytes::from(body.to_string())));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(c) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, c);
+        }
+        response
+    }
+}
+
+/// A request that may proceed.
+#[derive(Debug, Clone)]
+pub struct Allowed {
+    /// The verified token; `None` on a public resource.
+    pub token: Option<Arc<VerifiedAccessToken>>,
+    /// The operation, when one was recognised.
+    pub operation: Option<A2aOperation>,
+    /// The JSON-RPC method as sent, when the body was JSON-RPC.
+    pub method: Option<String>,
+}
+
+/// The parts of a request a decision reads.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// Method.
+    pub method: &'a Method,
+    /// Full URI (its query is checked for tokens).
+    pub uri: &'a Uri,
+    /// Path relative to the resource's base.
+    pub path: &'a str,
+    /// Headers.
+    pub headers: &'a HeaderMap,
+    /// The whole body, when [`Guard::needs_body`] said so.
+    pub body: Option<&'a [u8]>,
+}
+
+/// Verification plus policy.
+pub struct Guard {
+    verifier: TokenVerifier,
+}
+
+fn quote(s: &str) -> String {
+    s.replace(['"', '\\'], "'")
+}
+
+impl Guard {
+    /// A guard over a verifier.
+    pub fn new(verifier: TokenVerifier) -> Self {
+        Self { verifier }
+    }
+
+    /// Whether [`Guard::decide`] needs the request body to find the operation:
+    /// an A2A JSON-RPC POST.
+    pub fn needs_body(resource: &ProtectedResource, method: &Method, headers: &HeaderMap) -> bool {
+        resource.protocol == Protocol::A2a
+            && *method == Method::POST
+            && headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(';').next())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+    }
+
+    /// Decides one request at time `now`. A denial is the slow path, so its
+    /// size does not matter.
+    #[allow(clippy::result_large_err)]
+    pub async fn decide(
+        &self,
+        resource: &ProtectedResource,
+        request: RequestView<'_>,
+        now: UnixTime,
+    ) -> Result<Allowed, Denial> {
+        let RequestView {
+            method,
+            uri,
+            path,
+            headers,
+            body,
+        } = request;
+        let token = bearer_token(resource, headers, uri)?;
+        let verified = match (resource.public, token) {
+            (true, _) => None,
+            (false, None) => {
+                return Err(Denial {
+                    status: StatusCode::UNAUTHORIZED,
+                    challenge: Some(challenge(resource, None, Some(&resource.scopes), None)),
+                    reason: "no_token",
+                    description: "a bearer token is required".into(),
+                    jsonrpc: None,
+                    missing_scope: None,
+                })
+            }
+            (false, Some(t)) => Some(
+                self.verifier
+                    .verify(t, &resource.resource, now)
+                    .await
+                    .map_err(|e| invalid_token(resource, e))?,
+            ),
+        };
+        let (operation, rpc_method) = match (resource.protocol, body) {
+            (Protocol::A2a, Some(body)) => {
+                let call = parse_jsonrpc(body).map_err(|e| Denial {
+                    status: StatusCode::BAD_REQUEST,
+                    challenge: None,
+                    reason: "malformed_jsonrpc",
+                    description: "the body is not a JSON-RPC 2.0 request".into(),
+                    jsonrpc: Some((e, serde_json::Value::Null)),
+                    missing_scope: None,
+                })?;
+                (A2aOperation::from_jsonrpc(&call.method), Some(call.method))
+            }
+            (Protocol::A2a, None) => (A2aOperation::from_rest(method, path), None),
+            (Protocol::Http, _) => (None, None),
+        };
+        if let Some(token) = &verified {
+            let mut needed = resource.scopes.clone();
+            if let Some(extra) = operation.and_then(|op| resource.operations.get(&op)) {
+                needed = ScopeSet::from_scopes(needed.iter().chain(extra.iter()).cloned());
+            }
+            let missing = needed.difference(&token.scope);
+            if !missing.is_empty() {
+                return Err(Denial {
+                    status: StatusCode::FORBIDDEN,
+                    challenge: Some(challenge(
+                        resource,
+                        Some("insufficient_scope"),
+                        Some(&missing),
+                        Some("the token lacks a scope this operation needs"),
+                    )),
+                    reason: "insufficient_scope",
+                    description: format!("missing scope: {missing}"),
+                    jsonrpc: None,
+                    missing_scope: Some(missing),
+                });
+            }
+        }
+        Ok(Allowed {
+            token: verified,
+            operation,
+            method: rpc_method,
+        })
+    }
+}
+
+fn invalid_token(resource: &ProtectedResource, e: TokenError) -> Denial {
+    let description = e.to_string();
+    Denial {
+        status: StatusCode::UNAUTHORIZED,
+        challenge: Some(challenge(
+            resource,
+            Some("invalid_token"),
+            None,
+            Some(&description),
+        )),
+        reason: e.reason(),
+        description,
+        jsonrpc: None,
+        missing_scope: None,
+    }
+}
+
+fn bad_request(resource: &ProtectedResource, reason: &'static str, description: &str) -> Denial {
+    Denial {
+        status: StatusCode::BAD_REQUEST,
+        challenge: Some(challenge(
+            resource,
+            Some("invalid_request"),
+            None,
+            Some(description),
+        )),
+        reason,
+        description: description.to_owned(),
+        jsonrpc: None,
+        missing_scope: None,
+    }
+}
+
+/// An RFC 6750 §3 challenge with RFC 9728's `resource_metadata`.
+fn challenge(
+    resource: &ProtectedResource,
+    error: Option<&str>,
+    scope: Option<&ScopeSet>,
+    description: Option<&str>,
+) -> String {
+    let mut parts = Vec::new();
+    if let Some(e) = error {
+        parts.push(format!("error=\"{e}\""));
+    }
+    if let Some(d) = description {
+        parts.push(format!("error_description=\"{}\"", quote(d)));
+    }
+    if let Some(s) = scope.filter(|s| !s.is_empty()) {
+        parts.push(format!("scope=\"{s}\""));
+    }
+    parts.push(format!(
+        "resource_metadata=\"{}\"",
+        quote(&resource.resource_metadata)
+    ));
+    format!("Bearer {}", parts.join(", "))
+}
+
+/// The bearer token of a request: only from the `Authorization` header.
+#[allow(clippy::result_large_err)]
+fn bearer_token<'h>(
+    resource: &ProtectedResource,
+    headers: &'h HeaderMap,
+    uri: &Uri,
+) -> Result<Option<&'h str>, Denial> {
+    let in_query = uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p.split('=').next() == Some("access_token"))
+    });
+    if in_query {
+        return Err(bad_request(
+            resource,
+            "token_in_query",
+            "send the token in the Authorization header, never in the URL",
+        ));
+    }
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(bad_request(
+            resource,
+            "two_authorization_headers",
+            "more than one Authorization header",
+        ));
+    }
+    if value.len() > MAX_AUTHORIZATION_LEN {
+        return Err(bad_request(
+            resource,
+            "oversized_authorization",
+            "Authorization header too long",
+        ));
+    }
+    let value = value.to_str().map_err(|_| {
+        bad_request(
+            resource,
+            "malformed_authorization",
+            "Authorization header is not ASCII",
+        )
+    })?;
+    let Some((scheme, token)) = value.split_once(' ') else {
+        return Ok(None);
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    let token = token.trim();
+    // RFC 6750 §2.1 b64token.
+    let b64token = !token.is_empty()
+        && token
+            .trim_end_matches('=')
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
+    if !b64token {
+        return Err(bad_request(
+            resource,
+            "malformed_authorization",
+            "malformed bearer token",
+        ));
+    }
+    Ok(Some(token))
+}

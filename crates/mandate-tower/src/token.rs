@@ -1,0 +1,309 @@
+//! Access token verification for resource servers: the checks RFC 9068 §4 and
+//! RFC 6750 ask of a resource server, in a fixed order, with a cache so the
+//! hot path does not re-verify the same signature.
+//!
+//! Keys come only from the configured issuers' own metadata ([`KeySource`]),
+//! never from a URL inside the token; the issuer is looked up by the
+//! unverified `iss` and nothing else from the token is trusted until the
+//! signature holds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use mandate_jose::{JoseError, JwkSet, UnverifiedJwt};
+use mandate_types::{ScopeSet, UnixTime};
+use serde::Deserialize;
+
+/// Longest token accepted.
+pub const MAX_TOKEN_LEN: usize = mandate_jose::MAX_JWT_LEN;
+/// Most verified tokens kept in the cache.
+const MAX_CACHED_TOKENS: usize = 50_000;
+
+/// A token that passed every check for one audience.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedAccessToken {
+    /// `iss`.
+    pub issuer: String,
+    /// `sub`.
+    pub subject: String,
+    /// `aud` (one or more).
+    pub audience: Vec<String>,
+    /// `client_id`.
+    pub client_id: Option<String>,
+    /// `scope`.
+    pub scope: ScopeSet,
+    /// `exp`.
+    pub expires_at: UnixTime,
+    /// `jti`.
+    pub jti: Option<String>,
+}
+
+/// Why a token was refused. Each maps to `invalid_token` (401).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not a compact JWS, too long, or claims not as expected.
+    #[error("malformed token")]
+    Malformed,
+    /// `alg` outside the allowlist (`none`, HMAC, ...).
+    #[error("token algorithm not allowed")]
+    AlgorithmNotAllowed,
+    /// `iss` is not a trusted issuer.
+    #[error("untrusted issuer")]
+    UntrustedIssuer,
+    /// No key of the issuer matches the `kid`.
+    #[error("unknown signing key")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// `typ` is not `at+jwt` where the issuer requires it.
+    #[error("not an access token (typ)")]
+    WrongType,
+    /// `exp` has passed.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` (or `iat`) is in the future.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// `aud` does not name this resource.
+    #[error("token is for another audience")]
+    WrongAudience,
+    /// The token was revoked.
+    #[error("token revoked")]
+    Revoked,
+    /// The issuer's keys could not be fetched.
+    #[error("issuer keys unavailable")]
+    KeysUnavailable,
+}
+
+impl TokenError {
+    /// A short stable name, for metrics and the audit trail.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::AlgorithmNotAllowed => "alg_not_allowed",
+            Self::UntrustedIssuer => "untrusted_issuer",
+            Self::UnknownKey => "unknown_kid",
+            Self::BadSignature => "bad_signature",
+            Self::WrongType => "wrong_typ",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::WrongAudience => "wrong_audience",
+            Self::Revoked => "revoked",
+            Self::KeysUnavailable => "keys_unavailable",
+        }
+    }
+}
+
+/// Where an issuer's public keys come from.
+#[async_trait]
+pub trait KeySource: Send + Sync + 'static {
+    /// The issuer's current keys. With `refresh`, the source should fetch
+    /// again (an unknown `kid`), subject to its own rate limit.
+    async fn keys(&self, issuer: &str, refresh: bool) -> Result<Arc<JwkSet>, String>;
+}
+
+/// Whether a token id has been revoked. Checked on every use, cached or not.
+pub trait RevocationList: Send + Sync + 'static {
+    /// `true` if `jti` is revoked.
+    fn is_revoked(&self, jti: &str) -> bool;
+}
+
+/// No revocation information: only expiry ends a token.
+#[derive(Debug, Default)]
+pub struct NoRevocation;
+
+impl RevocationList for NoRevocation {
+    fn is_revoked(&self, _: &str) -> bool {
+        false
+    }
+}
+
+/// A trusted issuer.
+#[derive(Debug, Clone)]
+pub struct TrustedIssuer {
+    /// Its identifier, compared exactly with `iss`.
+    pub issuer: String,
+    /// Whether its access tokens must carry `typ: at+jwt` (RFC 9068). True
+    /// for Mandate; other issuers may predate RFC 9068.
+    pub require_at_jwt: bool,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    iss: String,
+    sub: Option<String>,
+    #[serde(default)]
+    aud: Audience,
+    exp: Option<i64>,
+    nbf: Option<i64>,
+    iat: Option<i64>,
+    client_id: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    jti: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+enum Audience {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+struct IssOnly {
+    iss: Option<String>,
+}
+
+/// Verifies access tokens from a fixed set of trusted issuers.
+pub struct TokenVerifier {
+    issuers: HashMap<String, TrustedIssuer>,
+    keys: Arc<dyn KeySource>,
+    revocations: Arc<dyn RevocationList>,
+    leeway: i64,
+    cache: RwLock<HashMap<String, Arc<VerifiedAccessToken>>>,
+}
+
+impl TokenVerifier {
+    /// A verifier trusting `issuers`, with `leeway` seconds of clock skew.
+    pub fn new(
+        issuers: impl IntoIterator<Item = TrustedIssuer>,
+        keys: Arc<dyn KeySource>,
+        revocations: Arc<dyn RevocationList>,
+        leeway: i64,
+    ) -> Self {
+        Self {
+            issuers: issuers.into_iter().map(|i| (i.issuer.clone(), i)).collect(),
+            keys,
+            revocations,
+            leeway,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Verifies `token` for `audience` at time `now`.
+    pub async fn verify(
+        &self,
+        token: &str,
+        audience: &str,
+        now: UnixTime,
+    ) -> Result<Arc<VerifiedAccessToken>, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let cached = self.cache.read().ok().and_then(|c| c.get(token).cloned());
+        let verified = match cached {
+            Some(v) => v,
+            None => {
+                let v = Arc::new(self.verify_signature_and_claims(token, now).await?);
+                if let Ok(mut c) = self.cache.write() {
+                    if c.len() >= MAX_CACHED_TOKENS {
+                        c.retain(|_, t| t.expires_at + self.leeway > now);
+                        if c.len() >= MAX_CACHED_TOKENS {
+                            c.clear();
+                        }
+                    }
+                    c.insert(token.to_owned(), Arc::clone(&v));
+                }
+                v
+            }
+        };
+        // Checked on every use: time moves, revocations arrive, and one
+        // token may be presented at routes with different audiences.
+        if verified.expires_at + self.leeway <= now {
+            return Err(TokenError::Expired);
+        }
+        if !verified.audience.iter().any(|a| a == audience) {
+            return Err(TokenError::WrongAudience);
+        }
+        if verified
+            .jti
+            .as_deref()
+            .is_some_and(|j| self.revocations.is_revoked(j))
+        {
+            return Err(TokenError::Revoked);
+        }
+        Ok(verified)
+    }
+
+    async fn verify_signature_and_claims(
+        &self,
+        token: &str,
+        now: UnixTime,
+    ) -> Result<VerifiedAccessToken, TokenError> {
+        let jwt = UnverifiedJwt::parse(token).map_err(|e| match e {
+            JoseError::AlgorithmNotAllowed => TokenError::AlgorithmNotAllowed,
+            _ => TokenError::Malformed,
+        })?;
+        let iss = jwt
+            .insecure_peek_claims::<IssOnly>()
+            .map_err(|_| TokenError::Malformed)?
+            .iss
+            .ok_or(TokenError::Malformed)?;
+        let issuer = self.issuers.get(&iss).ok_or(TokenError::UntrustedIssuer)?;
+        if issuer.require_at_jwt
+            && !jwt.typ().is_some_and(|t| {
+                t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+            })
+        {
+            return Err(TokenError::WrongType);
+        }
+        let keys = self
+            .keys
+            .keys(&iss, false)
+            .await
+            .map_err(|_| TokenError::KeysUnavailable)?;
+        let kid_known = match jwt.kid() {
+            Some(kid) => keys.keys.iter().any(|k| k.kid.as_deref() == Some(kid)),
+            None => true,
+        };
+        let keys = if kid_known {
+            keys
+        } else {
+            self.keys
+                .keys(&iss, true)
+                .await
+                .map_err(|_| TokenError::KeysUnavailable)?
+        };
+        let claims: Claims = jwt
+            .verify::<Claims>(&keys.keys)
+            .map_err(|e| match e {
+                JoseError::UnknownKey => TokenError::UnknownKey,
+                JoseError::BadSignature => TokenError::BadSignature,
+                _ => TokenError::Malformed,
+            })?
+            .claims;
+        if claims.iss != issuer.issuer {
+            return Err(TokenError::UntrustedIssuer);
+        }
+        let exp = claims.exp.ok_or(TokenError::Malformed)?;
+        if exp + self.leeway <= now {
+            return Err(TokenError::Expired);
+        }
+        if claims.nbf.is_some_and(|t| t > now + self.leeway)
+            || claims.iat.is_some_and(|t| t > now + self.leeway)
+        {
+            return Err(TokenError::NotYetValid);
+        }
+        let audience = match claims.aud {
+            Audience::None => return Err(TokenError::WrongAudience),
+            Audience::One(a) => vec![a],
+            Audience::Many(v) => v,
+        };
+        let scope = ScopeSet::parse(claims.scope.as_deref().unwrap_or(""))
+            .map_err(|_| TokenError::Malformed)?;
+        Ok(VerifiedAccessToken {
+            issuer: claims.iss,
+            subject: claims.sub.ok_or(TokenError::Malformed)?,
+            audience,
+            client_id: claims.client_id,
+            scope,
+            expires_at: exp,
+            jti: claims.jti,
+        })
+    }
+}

@@ -1,0 +1,146 @@
+//! A small A2A-ish upstream agent for gateway tests: it records what it
+//! received, answers JSON-RPC, serves an Agent Card, streams SSE on demand,
+//! and can be slow.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+/// What the upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+#[derive(Clone, Default)]
+pub struct Upstream {
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// Released by the test to let the SSE stream send its second event.
+    pub release: Arc<Notify>,
+    pub addr: Option<SocketAddr>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let mut up = Upstream::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        up.addr = Some(listener.local_addr().unwrap());
+        let app = Router::new()
+            .route("/.well-known/agent-card.json", get(card))
+            .route("/slow", any(slow))
+            .route("/stream", any(stream))
+            .fallback(any(echo))
+            .with_state(up.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        up
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr.unwrap())
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the upstream saw a request")
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+async fn record(up: &Upstream, req: Request) -> Seen {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap().to_vec();
+    let seen = Seen {
+        method: parts.method.to_string(),
+        path: parts.uri.to_string(),
+        headers: parts.headers,
+        body,
+    };
+    up.seen.lock().unwrap().push(seen.clone());
+    seen
+}
+
+async fn echo(State(up): State<Upstream>, req: Request) -> Response {
+    let seen = record(&up, req).await;
+    let id = serde_json::from_slice::<Value>(&seen.body)
+        .ok()
+        .and_then(|v| v.get("id").cloned())
+        .unwrap_or(Value::Null);
+    axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": {"path": seen.path}})).into_response()
+}
+
+async fn slow(State(up): State<Upstream>, req: Request) -> Response {
+    record(&up, req).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    StatusCode::OK.into_response()
+}
+
+async fn stream(State(up): State<Upstream>, req: Request) -> Response {
+    record(&up, req).await;
+    let release = up.release.clone();
+    let events = async_stream(release);
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(events))
+        .unwrap()
+}
+
+fn async_stream(
+    release: Arc<Notify>,
+) -> impl futures_core::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let _ = tx
+            .send(Ok(bytes::Bytes::from_static(b"data: first\n\n")))
+            .await;
+        release.notified().await;
+        let _ = tx
+            .send(Ok(bytes::Bytes::from_static(b"data: second\n\n")))
+            .await;
+    });
+    tokio_stream_from(rx)
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+) -> impl futures_core::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+async fn card(State(up): State<Upstream>) -> Response {
+    axum::Json(json!({
+        "name": "Expense agent",
+        "description": "Files expenses",
+        "version": "1.0.0",
+        "supportedInterfaces": [{"url": format!("{}/", up.url()), "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
+        "capabilities": {"streaming": true},
+        "defaultInputModes": ["text/plain"],
+        "defaultOutputModes": ["text/plain"],
+        "skills": [
+            {"id": "submit", "name": "Submit", "description": "Submit an expense", "tags": ["expense"]},
+            {"id": "list", "name": "List", "description": "List expenses", "tags": []}
+        ]
+    }))
+    .into_response()
+}
