@@ -669,3 +669,72 @@ async fn guard_layer_matches_gateway() {
         assert_eq!(layer_challenge, gw_challenge, "{why}");
     }
 }
+
+/// A trusted external issuer: keys found through its RFC 8414 metadata over
+/// HTTP. Here the external issuer is a second Mandate on a real port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusts_an_external_issuer_through_discovery() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let external_issuer = format!("http://127.0.0.1:{port}");
+    // The external authorization server: its own database and keys.
+    let ext_db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let ext_toml = format!(
+        "issuer = \"{external_issuer}\"\nlisten = \"127.0.0.1:{port}\"\ndatabase_url = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[resources]]\nid = \"{API}\"\nscopes = {{ read = \"r\" }}\n\
+         [[clients]]\nclient_id = \"outsider\"\ngrant_types = [\"client_credentials\"]\nscopes = [\"read\"]\nsecret_env = \"AGENT_SECRET\"\n",
+        ext_db.url()
+    );
+    let env = env_with(&[]);
+    let flags = mandate_config::Overrides {
+        data_dir: Some(data.path().display().to_string()),
+        ..Default::default()
+    };
+    let ext_config = mandate_config::Config::load(Some(&ext_toml), &flags, &env).unwrap();
+    let external = mandate_server::start(
+        &ext_config,
+        Arc::new(mandate_types::SystemClock),
+        &|k: &str| (k == "MANDATE_MASTER_KEY").then(|| "22".repeat(32)),
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let token: Value = http
+        .post(format!("{external_issuer}/token"))
+        .basic_auth("outsider", Some(SECRET))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_owned();
+
+    // The gateway trusts it by configuration, and only it.
+    let up = Upstream::start().await;
+    let toml: &'static str = Box::leak(
+        format!(
+            "[[gateway.issuers]]\nissuer = \"{external_issuer}\"\nrequire_at_jwt = true\n\
+             [[gateway.routes]]\npath = \"/ext\"\nupstream = \"{}\"\nresource = \"{API}\"\nscopes = [\"read\"]\n",
+            up.url()
+        )
+        .into_boxed_str(),
+    );
+    let db = TestDb::sqlite();
+    let h = Harness::start_with(&db, toml, &[]).await;
+    let (s, _, body) = h.call("/ext/x", Some(&token), None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        up.last().headers["x-mandate-issuer"],
+        external_issuer.as_str()
+    );
+    // Mandate's own tokens still work on the same gateway.
+    let own = h.access_token().await;
+    assert_eq!(h.call("/ext/x", Some(&own), None).await.0, StatusCode::OK);
+    external.shutdown().await;
+}
