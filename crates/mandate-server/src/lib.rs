@@ -150,6 +150,8 @@ pub async fn start(
         access_token_ttl: config.access_token_ttl,
         max_assertion_lifetime: config.client_assertion_max_lifetime,
         leeway: config.leeway,
+        refresh_idle_ttl: config.refresh_token_idle_ttl,
+        refresh_absolute_ttl: config.refresh_token_absolute_ttl,
         registration: RegistrationPolicy {
             mode: config.registration_mode,
             initial_access_token: config.initial_access_token.clone(),
@@ -184,8 +186,22 @@ pub async fn start(
         secret_rotation_overlap: config.secret_rotation_overlap,
         gateway,
     };
-    let public = with_common_layers(oauth::router(), &state, config.max_body_bytes);
-    let admin = with_common_layers(admin::router(state.clone()), &state, config.max_body_bytes);
+    // The request timeout covers the server's own routes, not the gateway's
+    // fallback, whose routes have their own upstream timeouts.
+    let timeout = tower_http::timeout::TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        REQUEST_TIMEOUT,
+    );
+    let public = with_common_layers(
+        oauth::router().route_layer(timeout.clone()),
+        &state,
+        config.max_body_bytes,
+    );
+    let admin = with_common_layers(
+        admin::router(state.clone()).route_layer(timeout),
+        &state,
+        config.max_body_bytes,
+    );
 
     let (stop, stopped) = watch::channel(false);
     let (public_addr, public_task) = serve(config.listen, public, stopped.clone()).await?;
@@ -220,10 +236,6 @@ fn with_common_layers(router: Router<AppState>, state: &AppState, max_body: usiz
             ops::observe,
         ))
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
         .with_state(state.clone())
 }
 

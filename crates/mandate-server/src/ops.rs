@@ -164,7 +164,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         match &state.gateway {
-            Some(g) => format!("{}{}", state.metrics.render(), g.metrics().render()),
+            // One exposition: the first part's `# EOF` terminator must go.
+            Some(g) => {
+                let own = state.metrics.render();
+                let own = own.strip_suffix("# EOF\n").unwrap_or(&own);
+                format!("{own}{}", g.metrics().render())
+            }
             None => state.metrics.render(),
         },
     )
