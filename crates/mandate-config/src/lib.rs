@@ -120,6 +120,10 @@ pub struct Config {
     pub leeway: i64,
     /// Default overlap of old secrets on rotation, seconds.
     pub secret_rotation_overlap: i64,
+    /// A refresh token unused this long expires, seconds.
+    pub refresh_token_idle_ttl: i64,
+    /// A refresh token family ends this long after the authorization, seconds.
+    pub refresh_token_absolute_ttl: i64,
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
     /// Resources to apply at start.
@@ -251,6 +255,22 @@ impl Config {
             t.secret_rotation_overlap,
             24 * 3600,
         )?;
+        let refresh_token_idle_ttl = duration(
+            "tokens.refresh_token_idle_ttl",
+            t.refresh_token_idle_ttl,
+            14 * 86400,
+        )?;
+        let refresh_token_absolute_ttl = duration(
+            "tokens.refresh_token_absolute_ttl",
+            t.refresh_token_absolute_ttl,
+            90 * 86400,
+        )?;
+        if refresh_token_idle_ttl > refresh_token_absolute_ttl {
+            return Err(err(
+                "tokens.refresh_token_idle_ttl",
+                "must not exceed refresh_token_absolute_ttl",
+            ));
+        }
         let max_body_bytes = raw.limits.max_body_bytes.unwrap_or(64 * 1024);
         if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
             return Err(err(
@@ -362,6 +382,8 @@ impl Config {
             client_assertion_max_lifetime,
             leeway,
             secret_rotation_overlap,
+            refresh_token_idle_ttl,
+            refresh_token_absolute_ttl,
             max_body_bytes,
             resources,
             clients,

@@ -85,6 +85,8 @@ pub struct RawTokens {
     pub client_assertion_max_lifetime: Option<String>,
     pub leeway: Option<String>,
     pub secret_rotation_overlap: Option<String>,
+    pub refresh_token_idle_ttl: Option<String>,
+    pub refresh_token_absolute_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

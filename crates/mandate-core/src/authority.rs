@@ -38,6 +38,10 @@ pub struct Settings {
     pub leeway: i64,
     /// Who may register clients, and with what.
     pub registration: RegistrationPolicy,
+    /// A refresh token unused this long expires, seconds.
+    pub refresh_idle_ttl: i64,
+    /// A refresh token family ends this long after the authorization, seconds.
+    pub refresh_absolute_ttl: i64,
 }
 
 impl Settings {
@@ -58,6 +62,8 @@ pub struct Authority {
     /// Compared against when a client does not exist, so that the time taken
     /// does not reveal which client ids are real.
     dummy_hash: SecretHash,
+    /// The same for unknown usernames at sign-in (computed on first use).
+    dummy_password: std::sync::OnceLock<String>,
 }
 
 impl Authority {
@@ -78,7 +84,13 @@ impl Authority {
             audit,
             fetcher,
             dummy_hash: ClientSecret::generate().hash(),
+            dummy_password: std::sync::OnceLock::new(),
         }
+    }
+
+    pub(crate) fn dummy_password_hash(&self) -> &str {
+        self.dummy_password
+            .get_or_init(crate::users::make_dummy_hash)
     }
 
     /// The settings.

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use mandate_audit::{Event, NewEvent};
 use mandate_types::{ClientId, ResourceUri, UnixTime};
 
-use crate::model::{Client, Resource, StoredSigningKey};
+use crate::model::{Client, Grant, RefreshRecord, RefreshUse, Resource, StoredSigningKey, User};
 use crate::store::{Store, StoreError};
 
 /// Most cached clients; past that the cache is cleared and refilled.
@@ -169,5 +169,93 @@ impl Store for CachedStore {
 
     async fn purge_expired(&self, now: UnixTime) -> Result<u64, StoreError> {
         self.inner.purge_expired(now).await
+    }
+
+    async fn put_user(&self, user: &User) -> Result<(), StoreError> {
+        self.inner.put_user(user).await
+    }
+
+    async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError> {
+        self.inner.get_user(id).await
+    }
+
+    async fn find_user(&self, username: &str) -> Result<Option<User>, StoreError> {
+        self.inner.find_user(username).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        self.inner.list_users().await
+    }
+
+    async fn put_ephemeral(
+        &self,
+        namespace: &str,
+        key: &str,
+        doc: &str,
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .put_ephemeral(namespace, key, doc, expires_at)
+            .await
+    }
+
+    async fn get_ephemeral(
+        &self,
+        namespace: &str,
+        key: &str,
+        now: UnixTime,
+    ) -> Result<Option<String>, StoreError> {
+        self.inner.get_ephemeral(namespace, key, now).await
+    }
+
+    async fn take_ephemeral(
+        &self,
+        namespace: &str,
+        key: &str,
+        now: UnixTime,
+    ) -> Result<Option<String>, StoreError> {
+        self.inner.take_ephemeral(namespace, key, now).await
+    }
+
+    async fn put_grant(&self, grant: &Grant) -> Result<(), StoreError> {
+        self.inner.put_grant(grant).await
+    }
+
+    async fn find_grant(
+        &self,
+        user_id: &str,
+        client_id: &ClientId,
+        resource: &ResourceUri,
+    ) -> Result<Option<Grant>, StoreError> {
+        self.inner.find_grant(user_id, client_id, resource).await
+    }
+
+    async fn get_grant(&self, id: &str) -> Result<Option<Grant>, StoreError> {
+        self.inner.get_grant(id).await
+    }
+
+    async fn list_grants(&self, user_id: &str) -> Result<Vec<Grant>, StoreError> {
+        self.inner.list_grants(user_id).await
+    }
+
+    async fn delete_grant(&self, id: &str) -> Result<bool, StoreError> {
+        self.inner.delete_grant(id).await
+    }
+
+    async fn insert_refresh(
+        &self,
+        hash: &str,
+        record: &RefreshRecord,
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError> {
+        self.inner.insert_refresh(hash, record, expires_at).await
+    }
+
+    async fn use_refresh(&self, hash: &str, now: UnixTime) -> Result<RefreshUse, StoreError> {
+        self.inner.use_refresh(hash, now).await
+    }
+
+    async fn revoke_refresh_family(&self, family: &str) -> Result<u64, StoreError> {
+        self.inner.revoke_refresh_family(family).await
     }
 }

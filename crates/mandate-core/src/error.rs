@@ -61,6 +61,9 @@ pub enum Error {
     /// The audit trail could not record the event, so nothing was issued.
     #[error("audit trail unavailable")]
     AuditUnavailable,
+    /// The user denied a request whose redirect could not be built.
+    #[error("the request was denied")]
+    AccessDeniedPage,
     /// A key could not be loaded or used.
     #[error("signing key unavailable")]
     Keys(Cow<'static, str>),

@@ -46,8 +46,17 @@ impl Authority {
         form: &FormParams,
     ) -> Result<IntrospectionResponse, Error> {
         let presented = PresentedClient::from_request(authorization, form)?;
-        self.authenticate(presented, &self.settings.endpoint("/introspect"))
+        let caller = self
+            .authenticate(presented, &self.settings.endpoint("/introspect"))
             .await?;
+        // Anyone may register a public client in open mode; introspection
+        // is for confidential clients (resource servers) only.
+        if caller.auth_method == crate::model::ClientAuthMethod::None {
+            return Err(Error::invalid_client(
+                false,
+                "public clients may not introspect",
+            ));
+        }
         let token = form.required("token")?;
         let claims = match self.verify_access_token(token).await {
             Some(c) if !self.store.is_revoked(&c.jti).await? => Some(c),

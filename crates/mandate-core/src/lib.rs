@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod audit;
 pub mod authority;
+pub mod authorize;
 pub mod cache;
 pub mod client_auth;
 mod error;
@@ -22,9 +23,11 @@ pub mod introspection;
 pub mod keyring;
 pub mod metadata;
 pub mod model;
+pub mod refresh;
 pub mod registration;
 pub mod store;
 pub mod token;
+pub mod users;
 
 pub use authority::{Authority, JwksFetcher, Settings};
 pub use error::Error;

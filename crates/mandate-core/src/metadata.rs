@@ -12,6 +12,7 @@ use crate::Error;
 #[derive(Debug, Serialize)]
 pub struct ServerMetadata {
     issuer: String,
+    authorization_endpoint: String,
     token_endpoint: String,
     jwks_uri: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -28,12 +29,22 @@ pub struct ServerMetadata {
     revocation_endpoint_auth_methods_supported: Vec<&'static str>,
     revocation_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
     access_token_signing_alg_values_supported: Vec<&'static str>,
+    code_challenge_methods_supported: Vec<&'static str>,
+    authorization_response_iss_parameter_supported: bool,
 }
 
 const AUTH_METHODS: [&str; 3] = [
     "client_secret_basic",
     "client_secret_post",
     "private_key_jwt",
+];
+
+/// The token endpoint also serves public clients (PKCE-bound codes).
+const TOKEN_AUTH_METHODS: [&str; 4] = [
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+    "none",
 ];
 
 impl Authority {
@@ -43,6 +54,7 @@ impl Authority {
         let algs: Vec<&'static str> = SigningAlg::ALL.iter().map(|a| a.as_str()).collect();
         Ok(ServerMetadata {
             issuer: s.issuer.clone(),
+            authorization_endpoint: s.endpoint("/authorize"),
             token_endpoint: s.endpoint("/token"),
             jwks_uri: s.endpoint("/jwks.json"),
             registration_endpoint: (s.registration.mode != RegistrationMode::Closed)
@@ -55,15 +67,21 @@ impl Authority {
                 .iter()
                 .map(|s| s.as_str().to_owned())
                 .collect(),
-            response_types_supported: vec![],
-            grant_types_supported: vec!["client_credentials"],
-            token_endpoint_auth_methods_supported: AUTH_METHODS.to_vec(),
+            response_types_supported: vec!["code"],
+            grant_types_supported: vec![
+                "authorization_code",
+                "refresh_token",
+                "client_credentials",
+            ],
+            token_endpoint_auth_methods_supported: TOKEN_AUTH_METHODS.to_vec(),
             token_endpoint_auth_signing_alg_values_supported: algs.clone(),
             introspection_endpoint_auth_methods_supported: AUTH_METHODS.to_vec(),
             introspection_endpoint_auth_signing_alg_values_supported: algs.clone(),
             revocation_endpoint_auth_methods_supported: AUTH_METHODS.to_vec(),
             revocation_endpoint_auth_signing_alg_values_supported: algs,
             access_token_signing_alg_values_supported: vec![self.keys.settings().alg.as_str()],
+            code_challenge_methods_supported: vec!["S256"],
+            authorization_response_iss_parameter_supported: true,
         })
     }
 }

@@ -206,3 +206,74 @@ pub struct StoredSigningKey {
     /// When it starts signing; until then it is only published.
     pub activate_at: UnixTime,
 }
+
+/// A person who signs in to approve agents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Stable id (the `sub` of tokens issued for this user).
+    pub id: String,
+    /// Sign-in name.
+    pub username: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// A disabled user cannot sign in.
+    pub disabled: bool,
+    /// Consecutive failed sign-ins.
+    #[serde(default)]
+    pub failed_logins: i64,
+    /// Sign-in refused until then, after too many failures.
+    #[serde(default)]
+    pub locked_until: Option<UnixTime>,
+    /// When it was created.
+    pub created_at: UnixTime,
+}
+
+/// A user's remembered consent: this client may have these scopes on this resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// Random id.
+    pub id: String,
+    /// The user.
+    pub user_id: String,
+    /// The client.
+    pub client_id: ClientId,
+    /// The resource.
+    pub resource: ResourceUri,
+    /// Consented scopes.
+    pub scopes: ScopeSet,
+    /// When consent was first given.
+    pub created_at: UnixTime,
+}
+
+/// What a refresh token stands for. Stored under the token's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshRecord {
+    /// Rotation family: every token descended from one authorization.
+    pub family: String,
+    /// The consent it rests on.
+    pub grant_id: String,
+    /// The client it was issued to.
+    pub client_id: ClientId,
+    /// The user.
+    pub user_id: String,
+    /// The audience.
+    pub resource: ResourceUri,
+    /// The scopes it may request (never more).
+    pub scopes: ScopeSet,
+    /// When the family began (absolute lifetime counts from here).
+    pub family_started_at: UnixTime,
+}
+
+/// The result of presenting a refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshUse {
+    /// First use: here is what it stands for; it is now spent.
+    Fresh(RefreshRecord),
+    /// Already spent: a sign of theft. The family should be revoked.
+    Reused {
+        /// Its family.
+        family: String,
+    },
+    /// Unknown or expired.
+    Unknown,
+}

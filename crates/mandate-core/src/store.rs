@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use mandate_audit::{Event, NewEvent};
 use mandate_types::{ClientId, ResourceUri, UnixTime};
 
-use crate::model::{Client, Resource, StoredSigningKey};
+use crate::model::{Client, Grant, RefreshRecord, RefreshUse, Resource, StoredSigningKey, User};
 
 /// A storage failure. Never shown to a client beyond `server_error`.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +73,69 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError>;
     /// Events with `seq > after`, at most `limit`, in order.
     async fn audit_after(&self, after: i64, limit: i64) -> Result<Vec<Event>, StoreError>;
+
+    /// Inserts or replaces a user.
+    async fn put_user(&self, user: &User) -> Result<(), StoreError>;
+    /// Reads a user by id.
+    async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError>;
+    /// Reads a user by sign-in name.
+    async fn find_user(&self, username: &str) -> Result<Option<User>, StoreError>;
+    /// Lists users.
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+
+    /// Stores a short-lived document (pending authorization request, code,
+    /// session) under `namespace`/`key` until `expires_at`.
+    async fn put_ephemeral(
+        &self,
+        namespace: &str,
+        key: &str,
+        doc: &str,
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError>;
+    /// Reads a live document.
+    async fn get_ephemeral(
+        &self,
+        namespace: &str,
+        key: &str,
+        now: UnixTime,
+    ) -> Result<Option<String>, StoreError>;
+    /// Reads and deletes a document atomically: only one caller, across
+    /// replicas, ever gets it.
+    async fn take_ephemeral(
+        &self,
+        namespace: &str,
+        key: &str,
+        now: UnixTime,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Inserts or replaces a consent grant.
+    async fn put_grant(&self, grant: &Grant) -> Result<(), StoreError>;
+    /// A user's grant to a client for a resource.
+    async fn find_grant(
+        &self,
+        user_id: &str,
+        client_id: &ClientId,
+        resource: &ResourceUri,
+    ) -> Result<Option<Grant>, StoreError>;
+    /// Reads a grant by id.
+    async fn get_grant(&self, id: &str) -> Result<Option<Grant>, StoreError>;
+    /// A user's grants.
+    async fn list_grants(&self, user_id: &str) -> Result<Vec<Grant>, StoreError>;
+    /// Deletes a grant and every refresh token resting on it, in one transaction.
+    async fn delete_grant(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Stores a refresh token's record under its hash.
+    async fn insert_refresh(
+        &self,
+        hash: &str,
+        record: &RefreshRecord,
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError>;
+    /// Spends a refresh token: atomically marks it used and returns its record,
+    /// or says it was already used (reuse) or is unknown.
+    async fn use_refresh(&self, hash: &str, now: UnixTime) -> Result<RefreshUse, StoreError>;
+    /// Revokes every token of a rotation family.
+    async fn revoke_refresh_family(&self, family: &str) -> Result<u64, StoreError>;
 
     /// Deletes single-use values and revocations past their expiry.
     async fn purge_expired(&self, now: UnixTime) -> Result<u64, StoreError>;

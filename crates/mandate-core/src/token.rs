@@ -24,6 +24,26 @@ pub enum TokenRequest {
         /// Requested audience (RFC 8707).
         resource: Option<ResourceUri>,
     },
+    /// OAuth 2.1 §4.1.3, with PKCE.
+    AuthorizationCode {
+        /// The code.
+        code: String,
+        /// Must equal the authorization request's.
+        redirect_uri: String,
+        /// PKCE verifier.
+        code_verifier: String,
+        /// If sent, must equal the authorization request's.
+        resource: Option<ResourceUri>,
+    },
+    /// OAuth 2.1 §4.3, with rotation.
+    RefreshToken {
+        /// The token.
+        refresh_token: String,
+        /// A narrower scope, if wanted.
+        scope: Option<ScopeSet>,
+        /// If sent, must equal the token's audience.
+        resource: Option<ResourceUri>,
+    },
 }
 
 impl TokenRequest {
@@ -35,6 +55,17 @@ impl TokenRequest {
                 scope: parse_scope(form)?,
                 resource: parse_resource(form)?,
             }),
+            Some(GrantType::AuthorizationCode) => Ok(Self::AuthorizationCode {
+                code: form.required("code")?.to_owned(),
+                redirect_uri: form.required("redirect_uri")?.to_owned(),
+                code_verifier: form.required("code_verifier")?.to_owned(),
+                resource: parse_resource(form)?,
+            }),
+            Some(GrantType::RefreshToken) => Ok(Self::RefreshToken {
+                refresh_token: form.required("refresh_token")?.to_owned(),
+                scope: parse_scope(form)?,
+                resource: parse_resource(form)?,
+            }),
             _ => Err(Error::UnsupportedGrantType),
         }
     }
@@ -43,6 +74,8 @@ impl TokenRequest {
     pub fn grant_type(&self) -> GrantType {
         match self {
             Self::ClientCredentials { .. } => GrantType::ClientCredentials,
+            Self::AuthorizationCode { .. } => GrantType::AuthorizationCode,
+            Self::RefreshToken { .. } => GrantType::RefreshToken,
         }
     }
 }
@@ -99,6 +132,16 @@ pub struct TokenResponse {
     pub expires_in: i64,
     /// Granted scope.
     pub scope: String,
+    /// A refresh token, for clients with that grant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+/// An issued access token and what the audit and replay logic need of it.
+pub(crate) struct Issued {
+    pub(crate) response: TokenResponse,
+    pub(crate) jti: String,
+    pub(crate) exp: UnixTime,
 }
 
 impl Authority {
@@ -126,7 +169,35 @@ impl Authority {
                     refused.audience = Some(resource.id.to_string());
                     let granted = grant_scope(&client, &resource, scope)?;
                     let subject = client.client_id.to_string();
-                    let response = self.issue(&client, &subject, &resource, granted).await?;
+                    let issued = self.issue(&client, &subject, &resource, granted).await?;
+                    Ok((grant, issued.response))
+                }
+                TokenRequest::AuthorizationCode {
+                    code,
+                    redirect_uri,
+                    code_verifier,
+                    resource,
+                } => {
+                    let response = self
+                        .redeem_code(
+                            &client,
+                            &code,
+                            &redirect_uri,
+                            &code_verifier,
+                            resource,
+                            &mut refused,
+                        )
+                        .await?;
+                    Ok((grant, response))
+                }
+                TokenRequest::RefreshToken {
+                    refresh_token,
+                    scope,
+                    resource,
+                } => {
+                    let response = self
+                        .refresh(&client, &refresh_token, scope, resource, &mut refused)
+                        .await?;
                     Ok((grant, response))
                 }
             }
@@ -183,7 +254,7 @@ impl Authority {
         subject: &str,
         resource: &Resource,
         scope: ScopeSet,
-    ) -> Result<TokenResponse, Error> {
+    ) -> Result<Issued, Error> {
         let now = self.clock.now();
         let ttl = resource
             .access_token_ttl
@@ -210,13 +281,18 @@ impl Authority {
         event.subject = Some(claims.sub);
         event.audience = Some(claims.aud);
         event.scopes = Some(claims.scope.clone());
-        event.jti = Some(claims.jti);
+        event.jti = Some(claims.jti.clone());
         self.audit.record(event).await?;
-        Ok(TokenResponse {
-            access_token,
-            token_type: "Bearer",
-            expires_in: ttl,
-            scope: claims.scope,
+        Ok(Issued {
+            response: TokenResponse {
+                access_token,
+                token_type: "Bearer",
+                expires_in: ttl,
+                scope: claims.scope,
+                refresh_token: None,
+            },
+            jti: claims.jti,
+            exp: claims.exp,
         })
     }
 }

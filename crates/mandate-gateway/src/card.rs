@@ -158,31 +158,39 @@ pub fn rewrite_card(
     }
     let flows =
         json!({"clientCredentials": {"tokenUrl": settings.token_url, "scopes": advertised}});
+    // A card may carry both versions' fields (an agent serving v1.0 and v0.3,
+    // as the official SDK does): then both shapes are written, so clients of
+    // either version are told how to get a token. The agent's own security
+    // entries are replaced: the gateway is what checks tokens now.
+    let v03 = !v1 || obj.contains_key("url") || obj.contains_key("protocolVersion");
+    let v1_scheme = json!({
+        "description": "OAuth 2.0 access token from Mandate",
+        "flows": flows,
+        "oauth2MetadataUrl": settings.metadata_url,
+    });
+    let mut scheme = Map::new();
     if v1 {
-        obj.insert(
-            "securitySchemes".into(),
-            json!({"mandate": {"oauth2SecurityScheme": {
-                "description": "OAuth 2.0 access token from Mandate",
-                "flows": flows,
-                "oauth2MetadataUrl": settings.metadata_url,
-            }}}),
-        );
-        obj.insert(
-            "securityRequirements".into(),
-            json!([{"schemes": {"mandate": {"list": route_scopes}}}]),
-        );
-    } else {
-        obj.insert(
-            "securitySchemes".into(),
-            json!({"mandate": {
-                "type": "oauth2",
-                "description": "OAuth 2.0 access token from Mandate",
-                "flows": flows,
-                "oauth2MetadataUrl": settings.metadata_url,
-            }}),
-        );
-        obj.insert("security".into(), json!([{"mandate": route_scopes}]));
+        scheme.insert("oauth2SecurityScheme".into(), v1_scheme.clone());
     }
+    if let (true, Some(o)) = (v03, v1_scheme.as_object()) {
+        scheme.insert("type".into(), json!("oauth2"));
+        scheme.extend(o.clone());
+    }
+    obj.insert("securitySchemes".into(), json!({ "mandate": scheme }));
+    let set = |o: &mut Map<String, Value>, list: &[String]| {
+        o.remove("securityRequirements");
+        o.remove("security");
+        if v1 {
+            o.insert(
+                "securityRequirements".into(),
+                json!([{"schemes": {"mandate": {"list": list}}}]),
+            );
+        }
+        if v03 {
+            o.insert("security".into(), json!([{ "mandate": list }]));
+        }
+    };
+    set(obj, &route_scopes);
     if let Some(Value::Array(skills)) = obj.get_mut("skills") {
         for skill in skills.iter_mut() {
             let id = skill
@@ -190,25 +198,16 @@ pub fn rewrite_card(
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            let Some(skill_scopes) = route.skills.get(&id) else {
-                continue;
-            };
+            let extra = route.skills.get(&id);
             let list: Vec<String> = route
                 .policy
                 .scopes
                 .iter()
-                .chain(skill_scopes.iter())
+                .chain(extra.into_iter().flat_map(|s| s.iter()))
                 .map(|s| s.as_str().to_owned())
                 .collect();
             if let Some(s) = skill.as_object_mut() {
-                if v1 {
-                    s.insert(
-                        "securityRequirements".into(),
-                        json!([{"schemes": {"mandate": {"list": list}}}]),
-                    );
-                } else {
-                    s.insert("security".into(), json!([{"mandate": list}]));
-                }
+                set(s, &list);
             }
         }
     }
@@ -325,7 +324,10 @@ mod tests {
             "supportedInterfaces": [{"url": "http://localhost:9001/", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
             "capabilities": {"streaming": true},
             "defaultInputModes": ["text/plain"], "defaultOutputModes": ["text/plain"],
-            "skills": [{"id": "submit", "name": "Submit", "description": "d", "tags": [], "examples": []}],
+            "skills": [
+                {"id": "submit", "name": "Submit", "description": "d", "tags": [], "examples": []},
+                {"id": "other", "name": "O", "description": "d", "tags": [], "security": [{"agent-own": []}]}
+            ],
             "signatures": [{"protected": "old", "signature": "old"}],
             "iconUrl": null,
         });
@@ -356,6 +358,15 @@ mod tests {
             json!(["expense:read", "expense:submit"])
         );
         assert!(out.get("signatures").is_none());
+        assert!(
+            out.get("security").is_none(),
+            "a pure v1.0 card gets v1.0 names only"
+        );
+        assert_eq!(
+            out["skills"][1]["securityRequirements"][0]["schemes"]["mandate"]["list"],
+            json!(["expense:read"]),
+            "a skill without its own scopes needs the route's"
+        );
         assert!(out.get("iconUrl").is_none());
         assert!(out["skills"][0].get("examples").is_none());
         assert_eq!(out["skills"][0]["tags"], json!([]));
@@ -368,6 +379,26 @@ mod tests {
         assert_eq!(out["url"], "https://gw.example/agents/expense/rpc");
         assert_eq!(out["securitySchemes"]["mandate"]["type"], "oauth2");
         assert_eq!(out["security"], json!([{"mandate": ["expense:read"]}]));
+        assert!(out.get("securityRequirements").is_none());
+    }
+
+    #[test]
+    fn a_card_of_both_versions_gets_both_shapes() {
+        let card = json!({
+            "name": "E", "url": "http://127.0.0.1:9001/", "protocolVersion": "0.3",
+            "supportedInterfaces": [{"url": "http://127.0.0.1:9001/", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
+            "skills": [], "security": [{"agent-own": []}],
+        });
+        let out = rewrite_card(card, &route(), &settings(), &BTreeMap::new());
+        let scheme = &out["securitySchemes"]["mandate"];
+        assert_eq!(scheme["type"], "oauth2");
+        assert!(scheme["flows"]["clientCredentials"].is_object());
+        assert!(scheme["oauth2SecurityScheme"]["flows"]["clientCredentials"].is_object());
+        assert_eq!(out["security"], json!([{"mandate": ["expense:read"]}]));
+        assert_eq!(
+            out["securityRequirements"][0]["schemes"]["mandate"]["list"],
+            json!(["expense:read"])
+        );
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/admin/keys", get(list_keys))
         .route("/admin/keys/rotate", post(rotate_keys))
         .route("/admin/audit", get(audit_page))
+        .route("/admin/users", get(list_users).post(create_user))
+        .route("/admin/users/{name}/password", post(set_password))
+        .route("/admin/users/{name}/disable", post(disable_user))
+        .route("/admin/users/{name}/enable", post(enable_user))
         .route_layer(axum::middleware::from_fn_with_state(state, require_admin))
         .route("/healthz", get(ops::healthz))
 }
@@ -250,4 +254,82 @@ async fn audit_page(
         .await
         .map_err(Error::from)?;
     Ok(Json(events).into_response())
+}
+
+/// A user as the admin API shows it: never the password hash.
+#[derive(Serialize)]
+struct UserView {
+    id: String,
+    username: String,
+    disabled: bool,
+    locked_until: Option<i64>,
+    created_at: i64,
+}
+
+impl From<&mandate_core::model::User> for UserView {
+    fn from(u: &mandate_core::model::User) -> Self {
+        Self {
+            id: u.id.clone(),
+            username: u.username.clone(),
+            disabled: u.disabled,
+            locked_until: u.locked_until,
+            created_at: u.created_at,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    username: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPassword {
+    password: String,
+}
+
+async fn list_users(State(s): State<AppState>) -> Result<Json<Vec<UserView>>, ApiError> {
+    let users = s
+        .authority
+        .store()
+        .list_users()
+        .await
+        .map_err(Error::from)?;
+    Ok(Json(users.iter().map(UserView::from).collect()))
+}
+
+async fn create_user(
+    State(s): State<AppState>,
+    JsonBody(new): JsonBody<NewUser>,
+) -> Result<Response, ApiError> {
+    let user = s.authority.create_user(&new.username, new.password).await?;
+    Ok((StatusCode::CREATED, Json(UserView::from(&user))).into_response())
+}
+
+async fn set_password(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<NewPassword>,
+) -> Result<StatusCode, ApiError> {
+    s.authority.set_password(&name, body.password).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn disable_user(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    s.authority.set_user_disabled(&name, true).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn enable_user(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    s.authority.set_user_disabled(&name, false).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -7,12 +7,14 @@
 
 pub mod admin;
 pub mod bootstrap;
+pub mod browser;
 pub mod errors;
 pub mod extract;
 pub mod fetch;
 pub mod gateway;
 pub mod oauth;
 pub mod ops;
+pub mod pages;
 pub mod state;
 
 use std::collections::BTreeSet;
@@ -193,7 +195,7 @@ pub async fn start(
         REQUEST_TIMEOUT,
     );
     let public = with_common_layers(
-        oauth::router().route_layer(timeout.clone()),
+        oauth::router().route_layer(timeout),
         &state,
         config.max_body_bytes,
     );

@@ -33,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .merge(crate::browser::router())
         .fallback(crate::gateway::fallback)
 }
 

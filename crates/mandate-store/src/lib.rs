@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mandate_audit::{Event, NewEvent, Outcome};
-use mandate_core::model::{Client, Resource, StoredSigningKey};
+use mandate_core::model::{
+    Client, Grant, RefreshRecord, RefreshUse, Resource, StoredSigningKey, User,
+};
 use mandate_core::{Store, StoreError};
 use mandate_types::{ClientId, ResourceUri, UnixTime};
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -393,11 +395,233 @@ impl Store for SqlStore {
         rows.iter().map(decode_event).collect()
     }
 
+    async fn put_user(&self, user: &User) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(user).map_err(|e| corrupt("users", e))?;
+        sqlx::query(
+            "INSERT INTO users (id, username, doc) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET username = excluded.username, doc = excluded.doc",
+        )
+        .bind(user.id.clone())
+        .bind(user.username.clone())
+        .bind(doc)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError> {
+        self.get_doc("users", "id", id).await
+    }
+
+    async fn find_user(&self, username: &str) -> Result<Option<User>, StoreError> {
+        self.get_doc("users", "username", username).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        self.list_docs("users", "username").await
+    }
+
+    async fn put_ephemeral(
+        &self,
+        namespace: &str,
+        key: &str,
+        doc: &str,
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO ephemeral (namespace, key, doc, expires_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (namespace, key) DO UPDATE SET doc = excluded.doc, expires_at = excluded.expires_at",
+        )
+        .bind(namespace.to_owned())
+        .bind(key.to_owned())
+        .bind(doc.to_owned())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn get_ephemeral(
+        &self,
+        namespace: &str,
+        key: &str,
+        now: UnixTime,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT doc FROM ephemeral WHERE namespace = $1 AND key = $2 AND expires_at > $3",
+        )
+        .bind(namespace.to_owned())
+        .bind(key.to_owned())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|r| {
+            r.try_get::<String, _>(0)
+                .map_err(|e| corrupt("ephemeral", e))
+        })
+        .transpose()
+    }
+
+    async fn take_ephemeral(
+        &self,
+        namespace: &str,
+        key: &str,
+        now: UnixTime,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "DELETE FROM ephemeral WHERE namespace = $1 AND key = $2 RETURNING doc, expires_at",
+        )
+        .bind(namespace.to_owned())
+        .bind(key.to_owned())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else { return Ok(None) };
+        let expires: i64 = row.try_get(1).map_err(|e| corrupt("ephemeral", e))?;
+        if expires <= now {
+            return Ok(None);
+        }
+        row.try_get::<String, _>(0)
+            .map(Some)
+            .map_err(|e| corrupt("ephemeral", e))
+    }
+
+    async fn put_grant(&self, grant: &Grant) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(grant).map_err(|e| corrupt("grants", e))?;
+        sqlx::query(
+            "INSERT INTO grants (id, user_id, client_id, resource, doc) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+        )
+        .bind(grant.id.clone())
+        .bind(grant.user_id.clone())
+        .bind(grant.client_id.to_string())
+        .bind(grant.resource.to_string())
+        .bind(doc)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn find_grant(
+        &self,
+        user_id: &str,
+        client_id: &ClientId,
+        resource: &ResourceUri,
+    ) -> Result<Option<Grant>, StoreError> {
+        let row = sqlx::query(
+            "SELECT doc FROM grants WHERE user_id = $1 AND client_id = $2 AND resource = $3",
+        )
+        .bind(user_id.to_owned())
+        .bind(client_id.to_string())
+        .bind(resource.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|r| decode_doc("grants", &r)).transpose()
+    }
+
+    async fn get_grant(&self, id: &str) -> Result<Option<Grant>, StoreError> {
+        self.get_doc("grants", "id", id).await
+    }
+
+    async fn list_grants(&self, user_id: &str) -> Result<Vec<Grant>, StoreError> {
+        let rows = sqlx::query("SELECT doc FROM grants WHERE user_id = $1 ORDER BY id")
+            .bind(user_id.to_owned())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(|r| decode_doc("grants", r)).collect()
+    }
+
+    async fn delete_grant(&self, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let done = sqlx::query("DELETE FROM grants WHERE id = $1")
+            .bind(id.to_owned())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query("DELETE FROM refresh_tokens WHERE grant_id = $1")
+            .bind(id.to_owned())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn insert_refresh(
+        &self,
+        hash: &str,
+        record: &RefreshRecord,
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(record).map_err(|e| corrupt("refresh_tokens", e))?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (hash, family, grant_id, used, expires_at, doc) VALUES ($1, $2, $3, 0, $4, $5)",
+        )
+        .bind(hash.to_owned())
+        .bind(record.family.clone())
+        .bind(record.grant_id.clone())
+        .bind(expires_at)
+        .bind(doc)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn use_refresh(&self, hash: &str, now: UnixTime) -> Result<RefreshUse, StoreError> {
+        let spent = sqlx::query(
+            "UPDATE refresh_tokens SET used = 1 WHERE hash = $1 AND used = 0 AND expires_at > $2 RETURNING doc",
+        )
+        .bind(hash.to_owned())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        if let Some(row) = spent {
+            return Ok(RefreshUse::Fresh(decode_doc("refresh_tokens", &row)?));
+        }
+        let prior = sqlx::query("SELECT family, used FROM refresh_tokens WHERE hash = $1")
+            .bind(hash.to_owned())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        match prior {
+            Some(row)
+                if row
+                    .try_get::<i64, _>(1)
+                    .map_err(|e| corrupt("refresh_tokens", e))?
+                    == 1 =>
+            {
+                Ok(RefreshUse::Reused {
+                    family: row.try_get(0).map_err(|e| corrupt("refresh_tokens", e))?,
+                })
+            }
+            _ => Ok(RefreshUse::Unknown),
+        }
+    }
+
+    async fn revoke_refresh_family(&self, family: &str) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM refresh_tokens WHERE family = $1")
+            .bind(family.to_owned())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?
+            .rows_affected())
+    }
+
     async fn purge_expired(&self, now: UnixTime) -> Result<u64, StoreError> {
         let mut purged = 0;
         for sql in [
             "DELETE FROM used_values WHERE expires_at < $1",
             "DELETE FROM revoked_tokens WHERE expires_at < $1",
+            "DELETE FROM ephemeral WHERE expires_at < $1",
+            "DELETE FROM refresh_tokens WHERE expires_at < $1",
         ] {
             purged += sqlx::query(sql)
                 .bind(now)

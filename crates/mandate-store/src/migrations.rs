@@ -68,6 +68,26 @@ fn migration_1(backend: Backend) -> Vec<String> {
     steps
 }
 
+/// Users, consent grants, refresh tokens, and short-lived documents
+/// (pending authorization requests, codes, sessions).
+fn migration_2() -> Vec<String> {
+    [
+        "CREATE TABLE users (id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, doc TEXT NOT NULL)",
+        "CREATE TABLE ephemeral (namespace TEXT NOT NULL, key TEXT NOT NULL, doc TEXT NOT NULL, \
+         expires_at BIGINT NOT NULL, PRIMARY KEY (namespace, key))",
+        "CREATE TABLE grants (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, client_id TEXT NOT NULL, \
+         resource TEXT NOT NULL, doc TEXT NOT NULL)",
+        "CREATE UNIQUE INDEX grants_by_user_client_resource ON grants (user_id, client_id, resource)",
+        "CREATE TABLE refresh_tokens (hash TEXT PRIMARY KEY, family TEXT NOT NULL, grant_id TEXT NOT NULL, \
+         used BIGINT NOT NULL, expires_at BIGINT NOT NULL, doc TEXT NOT NULL)",
+        "CREATE INDEX refresh_tokens_family ON refresh_tokens (family)",
+        "CREATE INDEX refresh_tokens_grant ON refresh_tokens (grant_id)",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
+}
+
 pub(crate) async fn apply(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
     let mut conn = pool.acquire().await.map_err(db)?;
     if backend == Backend::Postgres {
@@ -98,7 +118,7 @@ async fn apply_locked(
     .execute(&mut **conn)
     .await
     .map_err(db)?;
-    let migrations: [(i64, Vec<String>); 1] = [(1, migration_1(backend))];
+    let migrations: [(i64, Vec<String>); 2] = [(1, migration_1(backend)), (2, migration_2())];
     for (version, steps) in migrations {
         // SQLite has no advisory lock: `BEGIN IMMEDIATE` takes the write lock
         // before the version is read (waiting out `busy_timeout`), so a second

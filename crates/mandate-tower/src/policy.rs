@@ -74,14 +74,21 @@ impl Denial {
                 "id": id,
                 "error": {"code": e.code(), "message": e.message(), "data": self.description},
             }),
-            None => json!({
-                "error": match self.status {
-                    StatusCode::FORBIDDEN => "insufficient_scope",
-                    StatusCode::BAD_REQUEST => "invalid_request",
-                    _ => "invalid_token",
-                },
-                "error_description": self.description,
-            }),
+            // The body mirrors the challenge: no error code when no token
+            // was sent (RFC 6750 §3.1).
+            None => match (self.status, self.reason) {
+                (StatusCode::UNAUTHORIZED, "no_token") => {
+                    json!({"error_description": self.description})
+                }
+                (status, _) => json!({
+                    "error": match status {
+                        StatusCode::FORBIDDEN => "insufficient_scope",
+                        StatusCode::BAD_REQUEST => "invalid_request",
+                        _ => "invalid_token",
+                    },
+                    "error_description": self.description,
+                }),
+            },
         };
         let mut response = http::Response::new(B::from(Bytes::from(body.to_string())));
         *response.status_mut() = self.status;

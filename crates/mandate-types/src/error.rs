@@ -21,6 +21,8 @@ pub enum OAuthErrorCode {
     InvalidTarget,
     /// RFC 6750: the access token is missing, expired, revoked or malformed.
     InvalidToken,
+    /// RFC 6749 §4.1.2.1: the server does not support this response type.
+    UnsupportedResponseType,
     /// RFC 6749: the resource owner or server denied the request.
     AccessDenied,
     /// RFC 7591: a client metadata field is invalid.
@@ -47,6 +49,7 @@ impl OAuthErrorCode {
             Self::InvalidScope => "invalid_scope",
             Self::InvalidTarget => "invalid_target",
             Self::InvalidToken => "invalid_token",
+            Self::UnsupportedResponseType => "unsupported_response_type",
             Self::AccessDenied => "access_denied",
             Self::InvalidClientMetadata => "invalid_client_metadata",
             Self::InvalidRedirectUri => "invalid_redirect_uri",

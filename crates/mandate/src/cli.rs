@@ -35,6 +35,9 @@ pub(crate) enum Command {
     /// Manage OAuth clients.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Manage the people who sign in and consent.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Manage protected resources (token audiences) and their scopes.
     #[command(subcommand)]
     Resource(ResourceCommand),
@@ -109,6 +112,39 @@ pub(crate) enum ClientCommand {
     Delete {
         /// Client id.
         client_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UserCommand {
+    /// Create a user; the password comes from --password-env, else standard input.
+    Create {
+        /// Sign-in name.
+        #[arg(long)]
+        username: String,
+        /// Name of an environment variable holding the password.
+        #[arg(long)]
+        password_env: Option<String>,
+    },
+    /// List users.
+    List,
+    /// Disable a user (sign-in refused).
+    Disable {
+        /// Sign-in name.
+        username: String,
+    },
+    /// Enable a disabled user.
+    Enable {
+        /// Sign-in name.
+        username: String,
+    },
+    /// Set a user's password (from --password-env, else standard input); unlocks the account.
+    SetPassword {
+        /// Sign-in name.
+        username: String,
+        /// Name of an environment variable holding the password.
+        #[arg(long)]
+        password_env: Option<String>,
     },
 }
 

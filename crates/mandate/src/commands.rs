@@ -10,7 +10,7 @@ use mandate_types::SystemClock;
 use serde_json::{json, Value};
 
 use crate::cli::{
-    AuditCommand, Cli, ClientCommand, Command, KeysCommand, ResourceCommand, TokenArgs,
+    AuditCommand, Cli, ClientCommand, Command, KeysCommand, ResourceCommand, TokenArgs, UserCommand,
 };
 
 type Result<T> = std::result::Result<T, String>;
@@ -58,6 +58,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             match other {
                 Command::Client(c) => client(&admin, c, &config).await,
                 Command::Resource(c) => resource(&admin, c).await,
+                Command::User(c) => user(&admin, c).await,
                 Command::Keys(KeysCommand::List) => print(admin.get("/admin/keys").await?),
                 Command::Keys(KeysCommand::Rotate) => print(
                     admin
@@ -101,11 +102,11 @@ async fn serve(config: Config) -> Result<()> {
         config.issuer,
         server.admin_addr,
         config.data_dir.display(),
-        config
-            .database_url
-            .as_ref()
-            .map(|_| " (database: PostgreSQL)")
-            .unwrap_or(" (database: SQLite)"),
+        if config.effective_database_url().starts_with("postgres") {
+            " (database: PostgreSQL)"
+        } else {
+            " (database: SQLite)"
+        },
     );
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
@@ -293,6 +294,64 @@ async fn client(admin: &Admin, c: &ClientCommand, _config: &Config) -> Result<()
             let path = format!("/admin/clients/{}", encode_path(client_id));
             admin.send(reqwest::Method::DELETE, &path, None).await?;
             println!("deleted client {client_id}");
+            Ok(())
+        }
+    }
+}
+
+/// A password from the named environment variable, or the first line of
+/// standard input; never from the command line, where `ps` would show it.
+fn read_password(env_name: Option<&str>) -> Result<String> {
+    if let Some(name) = env_name {
+        return std::env::var(name).map_err(|_| format!("environment variable {name} is not set"));
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("reading the password from standard input: {e}"))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+async fn user(admin: &Admin, c: &UserCommand) -> Result<()> {
+    match c {
+        UserCommand::Create {
+            username,
+            password_env,
+        } => {
+            let password = read_password(password_env.as_deref())?;
+            let body = json!({"username": username, "password": password});
+            print(
+                admin
+                    .send(reqwest::Method::POST, "/admin/users", Some(body))
+                    .await?,
+            )
+        }
+        UserCommand::List => print(admin.get("/admin/users").await?),
+        UserCommand::Disable { username } | UserCommand::Enable { username } => {
+            let action = if matches!(c, UserCommand::Disable { .. }) {
+                "disable"
+            } else {
+                "enable"
+            };
+            let path = format!("/admin/users/{}/{action}", encode_path(username));
+            admin.send(reqwest::Method::POST, &path, None).await?;
+            println!("{action}d user {username}");
+            Ok(())
+        }
+        UserCommand::SetPassword {
+            username,
+            password_env,
+        } => {
+            let password = read_password(password_env.as_deref())?;
+            let path = format!("/admin/users/{}/password", encode_path(username));
+            admin
+                .send(
+                    reqwest::Method::POST,
+                    &path,
+                    Some(json!({"password": password})),
+                )
+                .await?;
+            println!("password set for {username}");
             Ok(())
         }
     }

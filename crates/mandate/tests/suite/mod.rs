@@ -1,4 +1,5 @@
 mod admin;
+mod authorization_code;
 mod client_auth;
 mod gateway;
 mod introspection;

@@ -267,7 +267,8 @@ async fn metadata_and_jwks(db: &TestDb) {
             [
                 "client_secret_basic",
                 "client_secret_post",
-                "private_key_jwt"
+                "private_key_jwt",
+                "none"
             ]
         );
         assert_eq!(

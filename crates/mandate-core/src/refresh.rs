@@ -1,0 +1,190 @@
+//! Redeeming codes and refresh tokens at the token endpoint.
+//!
+//! Codes are single-use: the first redemption deletes the code and records
+//! what it produced; a second redemption revokes that (OAuth 2.1 §4.1.3).
+//! Refresh tokens are opaque, stored as hashes, rotated on every use, and a
+//! reused (already rotated) token revokes its whole family: whoever holds the
+//! newer token loses it too, which is the point (OAuth 2.1 §4.3.1,
+//! draft-ietf-oauth-security-topics §4.14).
+
+use mandate_audit::{NewEvent, Outcome};
+use mandate_types::{random_token, ResourceUri, ScopeSet, UnixTime};
+
+use crate::authority::Authority;
+use crate::authorize::{digest, pkce_matches, CodeRecord, RedeemedCode, CODE_TTL};
+use crate::model::{Client, GrantType, RefreshRecord, RefreshUse};
+use crate::token::{Issued, TokenResponse};
+use crate::Error;
+
+fn bad_grant(why: &'static str) -> Error {
+    Error::InvalidGrant(why.into())
+}
+
+impl Authority {
+    pub(crate) async fn redeem_code(
+        &self,
+        client: &Client,
+        code: &str,
+        redirect_uri: &str,
+        verifier: &str,
+        resource: Option<ResourceUri>,
+        event: &mut NewEvent,
+    ) -> Result<TokenResponse, Error> {
+        let now = self.clock.now();
+        let key = digest(code);
+        let Some(doc) = self.store.take_ephemeral("code", &key, now).await? else {
+            if let Some(used) = self.store.take_ephemeral("code_used", &key, now).await? {
+                if let Ok(r) = serde_json::from_str::<RedeemedCode>(&used) {
+                    self.store.revoke_token(&r.jti, r.exp).await?;
+                    if let Some(f) = &r.family {
+                        self.store.revoke_refresh_family(f).await?;
+                    }
+                    let mut e = self.event("code.replayed", Outcome::Failure);
+                    e.client_id = Some(client.client_id.to_string());
+                    e.jti = Some(r.jti);
+                    e.reason =
+                        Some("a redeemed code was presented again; its tokens are revoked".into());
+                    self.audit.record(e).await?;
+                }
+            }
+            return Err(bad_grant("the code is invalid, expired or already used"));
+        };
+        let record: CodeRecord =
+            serde_json::from_str(&doc).map_err(|e| Error::Keys(e.to_string().into()))?;
+        event.subject = Some(record.user_id.clone());
+        event.audience = Some(record.request.resource.to_string());
+        if record.request.client_id != client.client_id {
+            return Err(bad_grant("the code was issued to another client"));
+        }
+        if record.request.redirect_uri != redirect_uri {
+            return Err(bad_grant(
+                "redirect_uri differs from the authorization request",
+            ));
+        }
+        if !pkce_matches(verifier, &record.request.code_challenge) {
+            return Err(bad_grant("code_verifier does not match the code_challenge"));
+        }
+        if resource
+            .as_ref()
+            .is_some_and(|r| r != &record.request.resource)
+        {
+            return Err(Error::InvalidTarget(
+                "resource differs from the authorization request".into(),
+            ));
+        }
+        if self.store.get_grant(&record.grant_id).await?.is_none() {
+            return Err(bad_grant("the consent behind this code was revoked"));
+        }
+        let res = self
+            .store
+            .get_resource(&record.request.resource)
+            .await?
+            .ok_or_else(|| Error::InvalidTarget("the resource no longer exists".into()))?;
+        let Issued {
+            mut response,
+            jti,
+            exp,
+        } = self
+            .issue(client, &record.user_id, &res, record.scope.clone())
+            .await?;
+        let family = if client.grant_types.contains(&GrantType::RefreshToken) {
+            let family = random_token(16);
+            let rec = RefreshRecord {
+                family: family.clone(),
+                grant_id: record.grant_id.clone(),
+                client_id: client.client_id.clone(),
+                user_id: record.user_id.clone(),
+                resource: record.request.resource.clone(),
+                scopes: record.scope.clone(),
+                family_started_at: now,
+            };
+            response.refresh_token = Some(self.new_refresh(&rec, now).await?);
+            Some(family)
+        } else {
+            None
+        };
+        let used = serde_json::to_string(&RedeemedCode { jti, exp, family })
+            .map_err(|e| Error::Keys(e.to_string().into()))?;
+        self.store
+            .put_ephemeral("code_used", &key, &used, now + CODE_TTL * 10)
+            .await?;
+        Ok(response)
+    }
+
+    async fn new_refresh(&self, record: &RefreshRecord, now: UnixTime) -> Result<String, Error> {
+        let token = random_token(32);
+        let expires = (now + self.settings.refresh_idle_ttl)
+            .min(record.family_started_at + self.settings.refresh_absolute_ttl);
+        self.store
+            .insert_refresh(&digest(&token), record, expires)
+            .await?;
+        Ok(token)
+    }
+
+    pub(crate) async fn refresh(
+        &self,
+        client: &Client,
+        token: &str,
+        scope: Option<ScopeSet>,
+        resource: Option<ResourceUri>,
+        event: &mut NewEvent,
+    ) -> Result<TokenResponse, Error> {
+        let now = self.clock.now();
+        let record = match self.store.use_refresh(&digest(token), now).await? {
+            RefreshUse::Fresh(r) => r,
+            RefreshUse::Reused { family } => {
+                let revoked = self.store.revoke_refresh_family(&family).await?;
+                let mut e = self.event("refresh.reuse_detected", Outcome::Failure);
+                e.client_id = Some(client.client_id.to_string());
+                e.reason = Some(format!("a rotated refresh token was presented again; {revoked} tokens of its family revoked"));
+                self.audit.record(e).await?;
+                return Err(bad_grant(
+                    "the refresh token was already used; its family is revoked",
+                ));
+            }
+            RefreshUse::Unknown => {
+                return Err(bad_grant("the refresh token is invalid or expired"))
+            }
+        };
+        event.subject = Some(record.user_id.clone());
+        event.audience = Some(record.resource.to_string());
+        if record.client_id != client.client_id {
+            self.store.revoke_refresh_family(&record.family).await?;
+            return Err(bad_grant("the refresh token was issued to another client"));
+        }
+        if record.family_started_at + self.settings.refresh_absolute_ttl <= now {
+            return Err(bad_grant(
+                "the refresh token family reached its absolute lifetime",
+            ));
+        }
+        let Some(grant) = self.store.get_grant(&record.grant_id).await? else {
+            return Err(bad_grant("the consent behind this token was revoked"));
+        };
+        if resource.as_ref().is_some_and(|r| r != &record.resource) {
+            return Err(Error::InvalidTarget(
+                "a refresh may not change the resource".into(),
+            ));
+        }
+        let ceiling = record.scopes.intersection(&grant.scopes);
+        let scope = match scope {
+            Some(s) if !s.is_empty() => {
+                let excess = s.difference(&ceiling);
+                if !excess.is_empty() {
+                    return Err(Error::InvalidScope(
+                        format!("a refresh may not widen scope: {excess}").into(),
+                    ));
+                }
+                s
+            }
+            _ => ceiling,
+        };
+        let res = self
+            .store
+            .get_resource(&record.resource)
+            .await?
+            .ok_or_else(|| Error::InvalidTarget("the resource no longer exists".into()))?;
+        let mut issued = self.issue(client, &record.user_id, &res, scope).await?;
+        issued.response.refresh_token = Some(self.new_refresh(&record, now).await?);
+        Ok(issued.response)
+    }
+}

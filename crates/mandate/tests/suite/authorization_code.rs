@@ -1,0 +1,584 @@
+//! The authorization code flow through a browser's eyes: /authorize, the
+//! sign-in and consent forms over HTTP, the code at the token endpoint, PKCE,
+//! refresh rotation and reuse detection, remembered consent, the connected
+//! agents page, and the negative cases.
+
+use std::collections::HashMap;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use mandate_testkit::{for_each_backend, TestDb};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sha2::Digest as _;
+
+use crate::common::*;
+
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+const PASSWORD: &str = "correct horse battery staple";
+
+const HOST_CLIENT: &str = r#"
+[[clients]]
+client_id = "mcp-host"
+name = "Desktop Assistant"
+grant_types = ["authorization_code", "refresh_token"]
+scopes = ["read", "write"]
+token_endpoint_auth_method = "none"
+redirect_uris = ["http://127.0.0.1/callback"]
+"#;
+
+/// A browser: follows nothing, keeps cookies.
+struct Browser<'h> {
+    h: &'h Harness,
+    http: reqwest::Client,
+    cookies: HashMap<String, String>,
+}
+
+struct Page {
+    status: StatusCode,
+    location: Option<String>,
+    body: String,
+}
+
+impl Page {
+    fn hidden(&self, name: &str) -> String {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self
+            .body
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no {name} in {}", self.body))
+            + marker.len();
+        let end = self.body[start..].find('"').unwrap();
+        self.body[start..start + end].to_owned()
+    }
+
+    fn query(&self, key: &str) -> Option<String> {
+        let url = url::Url::parse(self.location.as_deref()?).ok()?;
+        url.query_pairs()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+    }
+}
+
+impl<'h> Browser<'h> {
+    fn new(h: &'h Harness) -> Self {
+        Self {
+            h,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let cookie: Vec<String> = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let resp = req
+            .header("cookie", cookie.join("; "))
+            .send()
+            .await
+            .unwrap();
+        for c in resp.headers().get_all("set-cookie") {
+            let c = c.to_str().unwrap();
+            assert!(c.contains("HttpOnly") && c.contains("SameSite=Lax"), "{c}");
+            let (k, rest) = c.split_once('=').unwrap();
+            let v = rest.split(';').next().unwrap();
+            self.cookies.insert(k.to_owned(), v.to_owned());
+        }
+        Page {
+            status: resp.status(),
+            location: resp
+                .headers()
+                .get("location")
+                .map(|v| v.to_str().unwrap().to_owned()),
+            body: resp.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let req = self.http.get(format!("{}{path}", self.h.base));
+        self.send(req).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let req = self.http.post(format!("{}{path}", self.h.base)).form(form);
+        self.send(req).await
+    }
+}
+
+fn authorize_path(extra: &[(&str, &str)]) -> String {
+    let mut params = vec![
+        ("response_type", "code"),
+        ("client_id", "mcp-host"),
+        ("redirect_uri", "http://127.0.0.1:53117/callback"),
+        ("code_challenge", CHALLENGE),
+        ("code_challenge_method", "S256"),
+        ("state", "xyz"),
+        ("resource", API),
+        ("scope", "read write"),
+    ];
+    for (k, v) in extra {
+        params.retain(|(pk, _)| pk != k);
+        if !v.is_empty() {
+            params.push((k, v));
+        }
+    }
+    let q: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    format!("/authorize?{q}")
+}
+
+async fn start(db: &TestDb) -> Harness {
+    let h = Harness::start_with(db, HOST_CLIENT, &[]).await;
+    let (s, _) = h
+        .admin_send(
+            Method::POST,
+            "/admin/users",
+            Some(json!({"username": "alice", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    h
+}
+
+async fn redeem(
+    h: &Harness,
+    code: &str,
+    verifier: &str,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    h.post_form(
+        "/token",
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", "mcp-host"),
+            ("code", code),
+            ("redirect_uri", "http://127.0.0.1:53117/callback"),
+            ("code_verifier", verifier),
+        ],
+        None,
+    )
+    .await
+}
+
+async fn full_flow_with_consent_and_refresh(db: &TestDb) {
+    let h = start(db).await;
+    let mut b = Browser::new(&h);
+    let login = b.get(&authorize_path(&[])).await;
+    assert_eq!(login.status, StatusCode::OK);
+    assert!(
+        login.body.contains("Desktop Assistant"),
+        "the sign-in page names the client"
+    );
+    // Wrong password: same page, one message, no hint.
+    let wrong = b
+        .post(
+            "/login",
+            &[
+                ("csrf", &login.hidden("csrf")),
+                ("request", &login.hidden("request")),
+                ("username", "alice"),
+                ("password", "nope-nope-nope"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    // Right password: the consent page, every requested scope offered.
+    let consent = b
+        .post(
+            "/login",
+            &[
+                ("csrf", &login.hidden("csrf")),
+                ("request", &login.hidden("request")),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(consent.status, StatusCode::OK, "{}", consent.body);
+    assert!(
+        consent.body.contains("127.0.0.1"),
+        "the consent page shows the client's host"
+    );
+    assert!(consent.body.contains("Read things") && consent.body.contains("Write things"));
+    // Grant fewer scopes than asked: only read.
+    let done = b
+        .post(
+            "/consent",
+            &[
+                ("csrf", &consent.hidden("csrf")),
+                ("request", &consent.hidden("request")),
+                ("scope", "read"),
+                ("decision", "approve"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::FOUND);
+    assert!(done
+        .location
+        .as_deref()
+        .unwrap()
+        .starts_with("http://127.0.0.1:53117/callback?"));
+    assert_eq!(done.query("state").as_deref(), Some("xyz"));
+    assert_eq!(done.query("iss").as_deref(), Some(ISSUER), "RFC 9207 iss");
+    let code = done.query("code").unwrap();
+
+    // Wrong verifier, then the right one.
+    let bad = redeem(
+        &h,
+        &code,
+        "wrong-verifier-wrong-verifier-wrong-verifier-1234",
+    )
+    .await;
+    assert_oauth_error(&bad, 400, "invalid_grant");
+    // The failed attempt consumed the code: single use, whatever the outcome.
+    assert_oauth_error(&redeem(&h, &code, VERIFIER).await, 400, "invalid_grant");
+
+    // A fresh authorization: consent is remembered, so no consent page.
+    let again = b.get(&authorize_path(&[("scope", "read")])).await;
+    assert_eq!(again.status, StatusCode::FOUND, "{}", again.body);
+    let code = again.query("code").unwrap();
+    let (s, headers, tokens) = redeem(&h, &code, VERIFIER).await;
+    assert_eq!(s, StatusCode::OK, "{tokens}");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(tokens["scope"], "read");
+    let access = tokens["access_token"].as_str().unwrap();
+    let claims = h.verify_independently(access, API).await;
+    assert_ne!(claims["sub"], "mcp-host", "the subject is the user");
+    assert_eq!(claims["client_id"], "mcp-host");
+    let first_refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    // Asking for more than was consented shows the consent page again.
+    let more = b.get(&authorize_path(&[("scope", "read write")])).await;
+    assert_eq!(more.status, StatusCode::OK);
+    assert!(more.body.contains("Write things"));
+
+    // Refresh rotates; the old token is then spent, and reusing it revokes the family.
+    let refresh = |t: String, scope: Option<&'static str>| {
+        let h = &h;
+        async move {
+            let mut f = vec![
+                ("grant_type", "refresh_token"),
+                ("client_id", "mcp-host"),
+                ("refresh_token", t.as_str()),
+            ];
+            if let Some(s) = scope {
+                f.push(("scope", s));
+            }
+            h.post_form("/token", &f, None).await
+        }
+    };
+    let (s, _, rotated) = refresh(first_refresh.clone(), None).await;
+    assert_eq!(s, StatusCode::OK, "{rotated}");
+    let second_refresh = rotated["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(second_refresh, first_refresh);
+    assert_oauth_error(
+        &refresh(second_refresh.clone(), Some("read write")).await,
+        400,
+        "invalid_scope",
+    );
+    // That failed refresh spent the second token; get a third by re-authorizing.
+    assert_oauth_error(
+        &refresh(first_refresh.clone(), None).await,
+        400,
+        "invalid_grant",
+    );
+    let events = h.audit().await;
+    assert!(events
+        .iter()
+        .any(|e| e.event.kind == "refresh.reuse_detected"));
+    assert!(events
+        .iter()
+        .any(|e| e.event.kind == "consent.granted" && e.event.scopes.as_deref() == Some("read")));
+    assert!(events.iter().any(|e| e.event.kind == "code.issued"));
+}
+for_each_backend!(
+    full_flow_with_consent_and_refresh,
+    full_flow_with_consent_and_refresh
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuse_of_a_rotated_refresh_token_revokes_the_family() {
+    let db = TestDb::sqlite();
+    let h = start(&db).await;
+    let mut b = Browser::new(&h);
+    let tokens = authorize_and_redeem(&h, &mut b, "read").await;
+    let r1 = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let refresh = |t: &str| {
+        let t = t.to_owned();
+        let h = &h;
+        async move {
+            h.post_form(
+                "/token",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", "mcp-host"),
+                    ("refresh_token", t.as_str()),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    let (_, _, second) = refresh(&r1).await;
+    let r2 = second["refresh_token"].as_str().unwrap().to_owned();
+    // The thief replays r1: refused, and r2 (the legitimate holder's) dies too.
+    assert_oauth_error(&refresh(&r1).await, 400, "invalid_grant");
+    assert_oauth_error(&refresh(&r2).await, 400, "invalid_grant");
+}
+
+async fn authorize_and_redeem(h: &Harness, b: &mut Browser<'_>, scope: &'static str) -> Value {
+    let login = b.get(&authorize_path(&[("scope", scope)])).await;
+    let next = b
+        .post(
+            "/login",
+            &[
+                ("csrf", &login.hidden("csrf")),
+                ("request", &login.hidden("request")),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    let done = if next.status == StatusCode::OK {
+        b.post(
+            "/consent",
+            &[
+                ("csrf", &next.hidden("csrf")),
+                ("request", &next.hidden("request")),
+                ("scope", scope),
+                ("decision", "approve"),
+            ],
+        )
+        .await
+    } else {
+        next
+    };
+    let code = done.query("code").unwrap();
+    let (s, _, tokens) = redeem(h, &code, VERIFIER).await;
+    assert_eq!(s, StatusCode::OK, "{tokens}");
+    tokens
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connected_agents_page_revokes_grants_and_refresh_tokens() {
+    let db = TestDb::sqlite();
+    let h = start(&db).await;
+    let mut b = Browser::new(&h);
+    let tokens = authorize_and_redeem(&h, &mut b, "read").await;
+    let page = b.get("/grants").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Desktop Assistant"));
+    let marker = "action=\"/grants/";
+    let start = page.body.find(marker).unwrap() + marker.len();
+    let id = &page.body[start..start + page.body[start..].find('/').unwrap()];
+    // Without the CSRF token: refused.
+    let forged = b
+        .post(&format!("/grants/{id}/revoke"), &[("csrf", "forged")])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let revoked = b
+        .post(
+            &format!("/grants/{id}/revoke"),
+            &[("csrf", &page.hidden("csrf"))],
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER);
+    assert!(!b
+        .get("/grants")
+        .await
+        .body
+        .contains(&format!("/grants/{id}/revoke")));
+    let (s, _, body) = h
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", "mcp-host"),
+                ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "the grant's refresh tokens are revoked: {body}"
+    );
+    assert!(h
+        .audit()
+        .await
+        .iter()
+        .any(|e| e.event.kind == "consent.revoked"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_cases() {
+    let db = TestDb::sqlite();
+    let h = start(&db).await;
+    let mut b = Browser::new(&h);
+    // Before the client and redirect URI are trusted: a page, never a redirect.
+    for (why, extra) in [
+        ("unknown client", vec![("client_id", "nobody")]),
+        (
+            "redirect mismatch",
+            vec![("redirect_uri", "http://127.0.0.1:5/elsewhere")],
+        ),
+        (
+            "open redirect",
+            vec![("redirect_uri", "https://evil.example/callback")],
+        ),
+        ("no redirect", vec![("redirect_uri", "")]),
+    ] {
+        let p = b.get(&authorize_path(&extra)).await;
+        assert_eq!(p.status, StatusCode::BAD_REQUEST, "{why}");
+        assert!(p.location.is_none(), "{why}: never redirected");
+    }
+    // After: errors go back to the client with state and iss.
+    for (why, extra, code) in [
+        (
+            "no PKCE",
+            vec![("code_challenge", ""), ("code_challenge_method", "")],
+            "invalid_request",
+        ),
+        (
+            "plain PKCE",
+            vec![("code_challenge_method", "plain")],
+            "invalid_request",
+        ),
+        (
+            "token response type",
+            vec![("response_type", "token")],
+            "unsupported_response_type",
+        ),
+        ("no resource", vec![("resource", "")], "invalid_target"),
+        (
+            "unknown resource",
+            vec![("resource", "https://unknown.example")],
+            "invalid_target",
+        ),
+        (
+            "scope beyond the client",
+            vec![("scope", "read admin")],
+            "invalid_scope",
+        ),
+    ] {
+        let p = b.get(&authorize_path(&extra)).await;
+        assert_eq!(p.status, StatusCode::FOUND, "{why}");
+        assert_eq!(p.query("error").as_deref(), Some(code), "{why}");
+        assert_eq!(p.query("state").as_deref(), Some("xyz"), "{why}");
+        assert_eq!(p.query("iss").as_deref(), Some(ISSUER), "{why}");
+    }
+    // CSRF: a sign-in form with a forged token, or from another browser, is refused.
+    let login = b.get(&authorize_path(&[])).await;
+    let forged = b
+        .post(
+            "/login",
+            &[
+                ("csrf", "forged"),
+                ("request", &login.hidden("request")),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::BAD_REQUEST);
+    let mut other = Browser::new(&h);
+    let stolen = other
+        .post(
+            "/login",
+            &[
+                ("csrf", &login.hidden("csrf")),
+                ("request", &login.hidden("request")),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(
+        stolen.status,
+        StatusCode::BAD_REQUEST,
+        "bound to the browser that started it"
+    );
+    // Denying consent: access_denied back to the client.
+    let consent = b
+        .post(
+            "/login",
+            &[
+                ("csrf", &login.hidden("csrf")),
+                ("request", &login.hidden("request")),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    let denied = b
+        .post(
+            "/consent",
+            &[
+                ("csrf", &consent.hidden("csrf")),
+                ("request", &consent.hidden("request")),
+                ("decision", "deny"),
+            ],
+        )
+        .await;
+    assert_eq!(denied.query("error").as_deref(), Some("access_denied"));
+    // Code replay revokes the access token the first redemption produced.
+    authorize_and_redeem(&h, &mut b, "read").await;
+    let login = b.get(&authorize_path(&[("scope", "read")])).await;
+    let code = login.query("code").expect("remembered consent");
+    let (_, _, first) = redeem(&h, &code, VERIFIER).await;
+    let access = first["access_token"].as_str().unwrap().to_owned();
+    assert_oauth_error(&redeem(&h, &code, VERIFIER).await, 400, "invalid_grant");
+    let introspected = h
+        .post_form(
+            "/introspect",
+            &[("token", &access)],
+            Some(("agent-basic", SECRET)),
+        )
+        .await;
+    assert_eq!(
+        introspected.2,
+        json!({"active": false}),
+        "the replayed code's token is revoked"
+    );
+    // Lock-out after repeated failures; the right password then fails too.
+    let mut b2 = Browser::new(&h);
+    for _ in 0..5 {
+        let p = b2.get(&authorize_path(&[])).await;
+        b2.post(
+            "/login",
+            &[
+                ("csrf", &p.hidden("csrf")),
+                ("request", &p.hidden("request")),
+                ("username", "alice"),
+                ("password", "wrong-password-123"),
+            ],
+        )
+        .await;
+    }
+    let p = b2.get(&authorize_path(&[])).await;
+    let locked = b2
+        .post(
+            "/login",
+            &[
+                ("csrf", &p.hidden("csrf")),
+                ("request", &p.hidden("request")),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(locked.status, StatusCode::UNAUTHORIZED, "locked out");
+    // The RFC 7636 Appendix B pair used throughout.
+    assert_eq!(
+        URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(VERIFIER)),
+        CHALLENGE
+    );
+}
