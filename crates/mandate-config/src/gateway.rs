@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use mandate_tower::mcp::{Level, ToolRule};
 use mandate_tower::{A2aOperation, Protocol};
 use mandate_types::{ResourceUri, ScopeSet};
 
@@ -49,6 +50,10 @@ pub struct RouteConfig {
     pub operations: HashMap<A2aOperation, ScopeSet>,
     /// Per-skill scopes advertised on the card.
     pub skills: BTreeMap<String, ScopeSet>,
+    /// MCP: scopes each tool permission level needs.
+    pub levels: HashMap<Level, ScopeSet>,
+    /// MCP: per-tool overrides.
+    pub tools: HashMap<String, ToolRule>,
     /// No token needed.
     pub public: bool,
     /// Forward the caller's token.
@@ -126,13 +131,13 @@ pub(crate) fn gateway_config(raw: RawGateway, issuer: &str) -> Result<GatewayCon
         let protocol = match r.protocol.as_deref() {
             None | Some("http") => Protocol::Http,
             Some("a2a") => Protocol::A2a,
-            Some("mcp") => {
+            Some("mcp") => Protocol::Mcp,
+            Some(other) => {
                 return Err(err(
                     key("protocol"),
-                    "mcp routes are not supported yet: use a2a or http",
+                    format!("{other:?}: use a2a, mcp or http"),
                 ))
             }
-            Some(other) => return Err(err(key("protocol"), format!("{other:?}: use a2a or http"))),
         };
         let resource_raw = r.resource.ok_or_else(|| {
             err(
@@ -162,7 +167,60 @@ pub(crate) fn gateway_config(raw: RawGateway, issuer: &str) -> Result<GatewayCon
                 "operations and skills apply to a2a routes only",
             ));
         }
-        if r.public && (!route_scopes.is_empty() || !operations.is_empty() || !skills.is_empty()) {
+        let mut levels = HashMap::new();
+        for (name, list) in &r.levels {
+            let level = Level::parse(name).ok_or_else(|| {
+                err(
+                    key("levels"),
+                    format!("{name:?}: use read, write or destructive"),
+                )
+            })?;
+            levels.insert(level, scopes(&key("levels"), list)?);
+        }
+        let mut tools = HashMap::new();
+        for (name, t) in &r.tools {
+            let level = t
+                .level
+                .as_deref()
+                .map(|l| {
+                    Level::parse(l).ok_or_else(|| {
+                        err(
+                            format!("gateway.routes[{i}].tools.{name}.level"),
+                            format!("{l:?}: use read, write or destructive"),
+                        )
+                    })
+                })
+                .transpose()?;
+            tools.insert(
+                name.clone(),
+                ToolRule {
+                    level,
+                    scopes: scopes(
+                        &format!("gateway.routes[{i}].tools.{name}.scopes"),
+                        &t.scopes,
+                    )?,
+                },
+            );
+        }
+        if protocol != Protocol::Mcp && (!levels.is_empty() || !tools.is_empty()) {
+            return Err(err(
+                key("levels"),
+                "levels and tools apply to mcp routes only",
+            ));
+        }
+        if protocol == Protocol::Mcp && !r.public && levels.len() != 3 {
+            return Err(err(
+                key("levels"),
+                "an mcp route names the scopes of each level: read, write and destructive",
+            ));
+        }
+        if r.public
+            && (!route_scopes.is_empty()
+                || !operations.is_empty()
+                || !skills.is_empty()
+                || !levels.is_empty()
+                || !tools.is_empty())
+        {
             return Err(err(
                 key("public"),
                 "a public route cannot also require scopes",
@@ -183,6 +241,8 @@ pub(crate) fn gateway_config(raw: RawGateway, issuer: &str) -> Result<GatewayCon
             scopes: route_scopes,
             operations,
             skills,
+            levels,
+            tools,
             public: r.public,
             pass_token: r.pass_token,
             upstream_timeout,

@@ -70,6 +70,10 @@ pub struct RawRoute {
     #[serde(default)]
     pub skills: BTreeMap<String, Vec<String>>,
     #[serde(default)]
+    pub levels: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub tools: BTreeMap<String, RawTool>,
+    #[serde(default)]
     pub public: bool,
     #[serde(default)]
     pub pass_token: bool,
@@ -136,4 +140,12 @@ pub struct RawRegistration {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTool {
+    pub level: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }

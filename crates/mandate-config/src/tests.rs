@@ -99,7 +99,9 @@ CancelTask = ["expense:submit"]
     assert_eq!(r.operations.len(), 2);
     assert_eq!(c.gateway.public_url, "http://127.0.0.1:8080");
     let bad = [
-        ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"http://a\"\nresource = \"https://r\"\nprotocol = \"mcp\"", "gateway.routes[0].protocol"),
+        ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"http://a\"\nresource = \"https://r\"\nprotocol = \"mcp\"", "gateway.routes[0].levels"),
+        ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"http://a\"\nresource = \"https://r\"\nprotocol = \"smtp\"", "gateway.routes[0].protocol"),
+        ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"http://a\"\nresource = \"https://r\"\n[gateway.routes.levels]\nread = [\"a\"]", "gateway.routes[0].levels"),
         ("[[gateway.routes]]\npath = \"/token\"\nupstream = \"http://a\"\nresource = \"https://r\"", "gateway.routes[0].path"),
         ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"http://a\"", "gateway.routes[0].resource"),
         ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"http://a\"\nresource = \"https://r\"\npublic = true\nscopes = [\"a\"]", "gateway.routes[0].public"),

@@ -295,6 +295,7 @@ mod tests {
                 )]
                 .into(),
                 public: false,
+                mcp: None,
             },
             name: "Expense".into(),
             pass_token: false,

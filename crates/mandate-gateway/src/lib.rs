@@ -13,6 +13,7 @@
 //! without waiting for it.
 
 pub mod card;
+pub mod mcp;
 pub mod metrics;
 pub mod route;
 
@@ -425,7 +426,38 @@ impl Gateway {
                     .upstream(&route.path, upstream_started.elapsed().as_secs_f64());
                 let (mut p, b) = resp.into_parts();
                 strip_hop_by_hop(&mut p.headers);
-                (Response::from_parts(p, Body::new(b)), "allow")
+                let filter = match (&route.policy.mcp, allowed.method.as_deref(), &allowed.token) {
+                    (Some(policy), Some("tools/list"), Some(token)) if p.status.is_success() => {
+                        Some((policy, token))
+                    }
+                    _ => None,
+                };
+                match filter {
+                    // A caller sees only the tools it may call.
+                    Some((policy, token)) => {
+                        let sse = mcp::is_sse(p.headers.get(header::CONTENT_TYPE));
+                        match Limited::new(b, mcp::MAX_MCP_MESSAGE).collect().await {
+                            Ok(c) => {
+                                let filtered = mcp::filter_tools_list(
+                                    &c.to_bytes(),
+                                    sse,
+                                    policy,
+                                    &token.scope,
+                                );
+                                p.headers.remove(header::CONTENT_LENGTH);
+                                (Response::from_parts(p, Body::from(filtered)), "allow")
+                            }
+                            Err(_) => (
+                                json_response(
+                                    StatusCode::BAD_GATEWAY,
+                                    json!({"error": "bad_gateway", "error_description": "the upstream's tool list is too large"}),
+                                ),
+                                "upstream_error",
+                            ),
+                        }
+                    }
+                    None => (Response::from_parts(p, Body::new(b)), "allow"),
+                }
             }
             Ok(Err(e)) => {
                 tracing::warn!(route = %route.path, error = %e, "upstream request failed");
@@ -453,7 +485,11 @@ impl Gateway {
             operation: allowed
                 .operation
                 .map(|o| o.name().to_owned())
-                .or_else(|| allowed.method.clone()),
+                .or_else(|| allowed.method.clone())
+                .map(|op| match &allowed.name {
+                    Some(n) => format!("{op}:{n}"),
+                    None => op,
+                }),
             client_id: token.and_then(|t| t.client_id.clone()),
             subject: token.map(|t| t.subject.clone()),
             scopes: token.map(|t| t.scope.to_string()),

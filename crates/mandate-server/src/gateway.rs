@@ -203,6 +203,16 @@ pub fn build(
                 scopes: r.scopes.clone(),
                 operations: r.operations.clone(),
                 public: r.public,
+                mcp: (r.protocol == mandate_tower::Protocol::Mcp).then(|| {
+                    mandate_tower::mcp::McpPolicy {
+                        levels: r.levels.clone(),
+                        tools: r.tools.clone(),
+                        catalog: Arc::new(mandate_gateway::mcp::UpstreamCatalog::new(
+                            r.upstream.as_str(),
+                            Duration::from_secs(r.upstream_timeout.unsigned_abs().min(10)),
+                        )),
+                    }
+                }),
             },
             name: r.name.clone(),
             pass_token: r.pass_token,

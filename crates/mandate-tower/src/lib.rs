@@ -18,6 +18,7 @@
 pub mod a2a;
 mod guard;
 pub mod keys;
+pub mod mcp;
 pub mod policy;
 pub mod token;
 

@@ -17,6 +17,7 @@ use mandate_types::{ScopeSet, UnixTime};
 use serde_json::json;
 
 use crate::a2a::{parse_jsonrpc, A2aOperation, JsonRpcError};
+use crate::mcp::{self, McpPolicy};
 use crate::token::{TokenError, TokenVerifier, VerifiedAccessToken};
 
 /// Longest `Authorization` header looked at.
@@ -29,6 +30,8 @@ pub enum Protocol {
     A2a,
     /// Plain HTTP: only the resource's own scopes apply.
     Http,
+    /// MCP Streamable HTTP: tools have levels and scopes ([`crate::mcp`]).
+    Mcp,
 }
 
 /// A protected resource's policy.
@@ -46,6 +49,8 @@ pub struct ProtectedResource {
     pub operations: HashMap<A2aOperation, ScopeSet>,
     /// No token needed at all.
     pub public: bool,
+    /// Per-tool policy, for MCP resources.
+    pub mcp: Option<McpPolicy>,
 }
 
 /// A refusal, ready to become a response.
@@ -59,8 +64,8 @@ pub struct Denial {
     pub reason: &'static str,
     /// Safe text for the caller.
     pub description: String,
-    /// For JSON-RPC errors: the code and the request id.
-    pub jsonrpc: Option<(JsonRpcError, serde_json::Value)>,
+    /// For JSON-RPC errors: code, message and the request id.
+    pub jsonrpc: Option<(i64, &'static str, serde_json::Value)>,
     /// Scopes the caller lacks, for 403.
     pub missing_scope: Option<ScopeSet>,
 }
@@ -69,10 +74,10 @@ impl Denial {
     /// The response; the body type only needs to come from bytes.
     pub fn into_response<B: From<Bytes>>(self) -> http::Response<B> {
         let body = match &self.jsonrpc {
-            Some((e, id)) => json!({
+            Some((code, message, id)) => json!({
                 "jsonrpc": "2.0",
                 "id": id,
-                "error": {"code": e.code(), "message": e.message(), "data": self.description},
+                "error": {"code": code, "message": message, "data": self.description},
             }),
             // The body mirrors the challenge: no error code when no token
             // was sent (RFC 6750 §3.1).
@@ -114,6 +119,8 @@ pub struct Allowed {
     pub operation: Option<A2aOperation>,
     /// The JSON-RPC method as sent, when the body was JSON-RPC.
     pub method: Option<String>,
+    /// The MCP tool (or resource, prompt) the request names.
+    pub name: Option<String>,
 }
 
 /// The parts of a request a decision reads.
@@ -149,6 +156,10 @@ impl Guard {
     /// Whether [`Guard::decide`] needs the request body to find the operation:
     /// an A2A JSON-RPC POST.
     pub fn needs_body(resource: &ProtectedResource, method: &Method, headers: &HeaderMap) -> bool {
+        if resource.protocol == Protocol::Mcp {
+            // Every MCP client-to-server message is a POST with a JSON body.
+            return *method == Method::POST;
+        }
         resource.protocol == Protocol::A2a
             && *method == Method::POST
             && headers
@@ -194,34 +205,78 @@ impl Guard {
                     .map_err(|e| invalid_token(resource, e))?,
             ),
         };
-        let (operation, rpc_method) = match (resource.protocol, body) {
+        let malformed = |code: i64, message: &'static str, reason: &'static str| Denial {
+            status: StatusCode::BAD_REQUEST,
+            challenge: None,
+            reason,
+            description: "the body is not a valid JSON-RPC 2.0 request".into(),
+            jsonrpc: Some((code, message, serde_json::Value::Null)),
+            missing_scope: None,
+        };
+        let mut extra_needed: Option<ScopeSet> = None;
+        let (operation, rpc_method, name) = match (resource.protocol, body) {
             (Protocol::A2a, Some(body)) => {
-                let call = parse_jsonrpc(body).map_err(|e| Denial {
-                    status: StatusCode::BAD_REQUEST,
-                    challenge: None,
-                    reason: "malformed_jsonrpc",
-                    description: "the body is not a JSON-RPC 2.0 request".into(),
-                    jsonrpc: Some((e, serde_json::Value::Null)),
-                    missing_scope: None,
+                let call = parse_jsonrpc(body).map_err(|e: JsonRpcError| {
+                    malformed(e.code(), e.message(), "malformed_jsonrpc")
                 })?;
-                (A2aOperation::from_jsonrpc(&call.method), Some(call.method))
+                (
+                    A2aOperation::from_jsonrpc(&call.method),
+                    Some(call.method),
+                    None,
+                )
             }
-            (Protocol::A2a, None) => (A2aOperation::from_rest(method, path), None),
-            (Protocol::Http, _) => (None, None),
+            (Protocol::A2a, None) => (A2aOperation::from_rest(method, path), None, None),
+            (Protocol::Mcp, Some(body)) => {
+                let call = mcp::parse_message(body)
+                    .and_then(|c| mcp::check_mirrored_headers(headers, &c).map(|()| c));
+                let call = call.map_err(|e| match e {
+                    mcp::McpRequestError::Parse => {
+                        malformed(e.code(), "Parse error", "malformed_jsonrpc")
+                    }
+                    mcp::McpRequestError::Invalid => {
+                        malformed(e.code(), "Invalid Request", "malformed_jsonrpc")
+                    }
+                    mcp::McpRequestError::HeaderMismatch => {
+                        malformed(e.code(), "HeaderMismatch", "header_mismatch")
+                    }
+                })?;
+                if let (Some(policy), "tools/call", Some(tool)) =
+                    (&resource.mcp, call.method.as_str(), &call.name)
+                {
+                    let info = policy.catalog.tool(tool).await;
+                    extra_needed = Some(
+                        policy
+                            .scopes_for(tool, info.as_ref())
+                            .unwrap_or_else(|| policy.unknown_tool_scopes()),
+                    );
+                }
+                (None, Some(call.method), call.name)
+            }
+            (Protocol::Mcp | Protocol::Http, _) => (None, None, None),
         };
         if let Some(token) = &verified {
             let mut needed = resource.scopes.clone();
             if let Some(extra) = operation.and_then(|op| resource.operations.get(&op)) {
                 needed = ScopeSet::from_scopes(needed.iter().chain(extra.iter()).cloned());
             }
+            if let Some(extra) = &extra_needed {
+                needed = ScopeSet::from_scopes(needed.iter().chain(extra.iter()).cloned());
+            }
             let missing = needed.difference(&token.scope);
             if !missing.is_empty() {
+                // MCP (2026-07-28) challenges with every scope the operation
+                // needs; elsewhere the challenge names what is missing.
+                let challenged = if resource.protocol == Protocol::Mcp {
+                    &needed
+                } else {
+                    &missing
+                };
                 return Err(Denial {
                     status: StatusCode::FORBIDDEN,
                     challenge: Some(challenge(
                         resource,
                         Some("insufficient_scope"),
-                        Some(&missing),
+                        Some(challenged),
                         Some("the token lacks a scope this operation needs"),
                     )),
                     reason: "insufficient_scope",
@@ -235,6 +290,7 @@ impl Guard {
             token: verified,
             operation,
             method: rpc_method,
+            name,
         })
     }
 }

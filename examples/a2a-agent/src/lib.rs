@@ -38,6 +38,7 @@ pub fn policy(audience: &str, metadata_url: &str) -> ProtectedResource {
         scopes: scope("expense:read"),
         operations: HashMap::from([(A2aOperation::SendMessage, scope("expense:submit"))]),
         public: false,
+        mcp: None,
     }
 }
 

@@ -560,6 +560,7 @@ async fn guard_layer_matches_gateway() {
         ]
         .into(),
         public: false,
+        mcp: None,
     };
     let agent = axum::Router::new()
         .fallback(|| async { "ok" })

@@ -4,6 +4,7 @@ mod client_auth;
 mod gateway;
 mod introspection;
 mod keys;
+mod mcp_gateway;
 mod process;
 mod registration;
 mod replicas;

@@ -1,0 +1,221 @@
+//! MCP routes: tools/list filtered to what the caller may call, tools/call
+//! judged by the tool's level (from annotations or configuration) without a
+//! prior list, unknown tools refused like forbidden ones, step-up challenges,
+//! and header/body consistency.
+
+use mandate_testkit::TestDb;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::common::mcp_upstream::McpUpstream;
+use crate::common::*;
+
+async fn start() -> (Harness, McpUpstream, TestDb) {
+    let up = McpUpstream::start().await;
+    let db = TestDb::sqlite();
+    let toml: &'static str = Box::leak(
+        format!(
+            r#"
+[[gateway.routes]]
+path = "/mcp/files"
+upstream = "{}"
+protocol = "mcp"
+resource = "{API}"
+[gateway.routes.levels]
+read = ["read"]
+write = ["write"]
+destructive = ["admin"]
+[gateway.routes.tools.delete_file]
+level = "destructive"
+"#,
+            up.url()
+        )
+        .into_boxed_str(),
+    );
+    let h = Harness::start_with(&db, toml, &[]).await;
+    (h, up, db)
+}
+
+async fn rpc(
+    h: &Harness,
+    token: &str,
+    method: &str,
+    params: Value,
+    accept: &str,
+) -> (StatusCode, reqwest::header::HeaderMap, String) {
+    let resp = h
+        .http
+        .post(format!("{}/mcp/files", h.base))
+        .bearer_auth(token)
+        .header("accept", accept)
+        .json(&json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.unwrap())
+}
+
+fn tool_names(body: &str) -> Vec<String> {
+    let json_part = body
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or(body);
+    let v: Value = serde_json::from_str(json_part).unwrap();
+    v["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_are_filtered_and_judged_by_level() {
+    let (h, up, _db) = start().await;
+    let token_for = |scope: &'static str| {
+        let h = &h;
+        async move {
+            h.token_basic("agent-basic", &[("scope", scope)]).await.2["access_token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let read = token_for("read").await;
+    let write = token_for("read write").await;
+
+    // A call with no prior list is judged the same way: the gateway learns the tools itself.
+    let (s, headers, body) = rpc(
+        &h,
+        &read,
+        "tools/call",
+        json!({"name": "write_file"}),
+        "application/json, text/event-stream",
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    let c = headers["www-authenticate"].to_str().unwrap();
+    assert!(
+        c.contains("error=\"insufficient_scope\"")
+            && c.contains("scope=\"write\"")
+            && c.contains("resource_metadata="),
+        "{c}"
+    );
+    assert!(
+        up.tool_calls().is_empty(),
+        "the refused call never reached the upstream"
+    );
+
+    // tools/list: a read-only caller cannot even discover the others.
+    let (s, _, body) = rpc(
+        &h,
+        &read,
+        "tools/list",
+        json!({}),
+        "application/json, text/event-stream",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(tool_names(&body), ["read_file"]);
+    let (_, _, body) = rpc(&h, &write, "tools/list", json!({}), "text/event-stream").await;
+    assert!(
+        body.starts_with("event: message\ndata: "),
+        "SSE answers stay SSE: {body}"
+    );
+    assert_eq!(tool_names(&body), ["read_file", "write_file"]);
+
+    // Allowed calls pass; the configuration's override beats the annotations.
+    assert_eq!(
+        rpc(
+            &h,
+            &read,
+            "tools/call",
+            json!({"name": "read_file"}),
+            "application/json"
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        rpc(
+            &h,
+            &write,
+            "tools/call",
+            json!({"name": "write_file"}),
+            "application/json"
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    let (s, headers, _) = rpc(
+        &h,
+        &write,
+        "tools/call",
+        json!({"name": "delete_file"}),
+        "application/json",
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "delete_file is destructive by configuration"
+    );
+    assert!(headers["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("scope=\"admin\""));
+    // An unknown tool is refused exactly like a destructive one.
+    let (s, headers, _) = rpc(
+        &h,
+        &write,
+        "tools/call",
+        json!({"name": "no_such_tool"}),
+        "application/json",
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(headers["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("scope=\"admin\""));
+    assert_eq!(up.tool_calls(), ["read_file", "write_file"]);
+
+    // Mirrored headers must agree with the body.
+    let resp = h
+        .http
+        .post(format!("{}/mcp/files", h.base))
+        .bearer_auth(&write)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "read_file")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "write_file"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32020);
+    // The session header reaches the upstream; the audit names the tool.
+    let resp = h
+        .http
+        .post(format!("{}/mcp/files", h.base))
+        .bearer_auth(&read)
+        .header("mcp-session-id", "session-1")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "read_file"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let last = up.calls.lock().unwrap().last().unwrap().2.clone();
+    assert_eq!(last["mcp-session-id"], "session-1");
+    let audited = h.audit().await;
+    assert!(audited.iter().any(|e| e
+        .event
+        .reason
+        .as_deref()
+        .is_some_and(|r| r.contains("operation=tools/call:read_file"))));
+    assert!(audited.iter().any(|e| e.event.kind == "gateway.denied"));
+}
