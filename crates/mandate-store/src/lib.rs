@@ -23,6 +23,10 @@ use mandate_types::{ClientId, ResourceUri, UnixTime};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor as _, Row as _};
 
+/// Events per INSERT statement (12 parameters each, well under both
+/// databases' parameter limits).
+const AUDIT_ROWS_PER_INSERT: usize = 256;
+
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -350,28 +354,43 @@ impl Store for SqlStore {
         let mut chained = Vec::with_capacity(events.len());
         for (i, e) in (0_i64..).zip(events) {
             let event = e.chain(last_seq - count + 1 + i, &prev);
-            sqlx::query(
-                "INSERT INTO audit_events (seq, time_ms, kind, client_id, subject, audience, \
-                 scopes, jti, outcome, reason, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(event.seq)
-            .bind(event.event.time_ms)
-            .bind(event.event.kind.clone())
-            .bind(event.event.client_id.clone())
-            .bind(event.event.subject.clone())
-            .bind(event.event.audience.clone())
-            .bind(event.event.scopes.clone())
-            .bind(event.event.jti.clone())
-            .bind(event.event.outcome.as_str().to_owned())
-            .bind(event.event.reason.clone())
-            .bind(event.prev_hash.clone())
-            .bind(event.hash.clone())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
             prev.clone_from(&event.hash);
             chained.push(event);
+        }
+        // Multi-row INSERTs: one statement per 256 events instead of one per
+        // event (each statement is a round trip to the database).
+        for chunk in chained.chunks(AUDIT_ROWS_PER_INSERT) {
+            let mut sql = String::from(
+                "INSERT INTO audit_events (seq, time_ms, kind, client_id, subject, audience, \
+                 scopes, jti, outcome, reason, prev_hash, hash) VALUES ",
+            );
+            for row in 0..chunk.len() {
+                let b = row * 12;
+                if row > 0 {
+                    sql.push_str(", ");
+                }
+                let params: Vec<String> = (1..=12).map(|c| format!("${}", b + c)).collect();
+                sql.push('(');
+                sql.push_str(&params.join(", "));
+                sql.push(')');
+            }
+            let mut query = sqlx::query(&sql);
+            for event in chunk {
+                query = query
+                    .bind(event.seq)
+                    .bind(event.event.time_ms)
+                    .bind(event.event.kind.clone())
+                    .bind(event.event.client_id.clone())
+                    .bind(event.event.subject.clone())
+                    .bind(event.event.audience.clone())
+                    .bind(event.event.scopes.clone())
+                    .bind(event.event.jti.clone())
+                    .bind(event.event.outcome.as_str().to_owned())
+                    .bind(event.event.reason.clone())
+                    .bind(event.prev_hash.clone())
+                    .bind(event.hash.clone());
+            }
+            query.execute(&mut *tx).await.map_err(db)?;
         }
         sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
             .bind(prev)
