@@ -30,6 +30,8 @@ use crate::Error;
 pub const PENDING_TTL: i64 = 10 * 60;
 /// How long an authorization code lives, seconds.
 pub const CODE_TTL: i64 = 60;
+/// How long a pushed authorization request lives, seconds (RFC 9126 `expires_in`).
+pub const PAR_TTL: i64 = 60;
 /// How long a sign-in session lives, seconds.
 pub const SESSION_TTL: i64 = 8 * 3600;
 
@@ -125,7 +127,14 @@ pub enum AuthorizeError {
         message: String,
     },
     /// Sent back to the client.
-    Redirect(String),
+    Redirect {
+        /// The redirect URI with `error`, `error_description`, `state`, `iss`.
+        url: String,
+        /// The error code (what `/par` answers with instead).
+        code: OAuthErrorCode,
+        /// The description.
+        description: String,
+    },
 }
 
 /// The outcome of a step that may finish the flow.
@@ -214,7 +223,11 @@ impl Authority {
             params.push(("state", s));
         }
         params.push(("iss", &self.settings.issuer));
-        AuthorizeError::Redirect(with_query(req.0, &params))
+        AuthorizeError::Redirect {
+            url: with_query(req.0, &params),
+            code,
+            description: description.to_owned(),
+        }
     }
 
     /// Validates an authorization request and stores it, bound to the browser
@@ -224,6 +237,134 @@ impl Authority {
         query: &FormParams,
         binding: &str,
     ) -> Result<(String, PendingLogin), AuthorizeError> {
+        let pushed;
+        let query = match query.single("request_uri").ok().flatten() {
+            Some(uri) => {
+                pushed = self
+                    .pushed_request(uri, query.single("client_id").ok().flatten())
+                    .await?;
+                &pushed
+            }
+            None => query,
+        };
+        let request = self.validate_authorization(query).await?;
+        let back = (request.redirect_uri.clone(), request.state.clone());
+        self.store_pending(AfterLogin::Authorize(request), binding)
+            .await
+            .map_err(|_| {
+                self.error_redirect(
+                    (&back.0, back.1.as_deref()),
+                    OAuthErrorCode::ServerError,
+                    "try again later",
+                )
+            })
+    }
+
+    /// RFC 9126 §2: validates and stores a pushed authorization request for
+    /// the authenticated `client`; returns its `request_uri`.
+    pub async fn push_authorization(
+        &self,
+        client: &Client,
+        form: &FormParams,
+    ) -> Result<String, AuthorizeError> {
+        const CLIENT_AUTH: [&str; 4] = [
+            "client_secret",
+            "client_assertion",
+            "client_assertion_type",
+            "client_id",
+        ];
+        if form.single("request_uri").ok().flatten().is_some() {
+            return Err(AuthorizeError::Page {
+                title: "Invalid pushed request",
+                message: "request_uri may not be pushed".into(),
+            });
+        }
+        let mut pairs: Vec<(String, String)> = form
+            .pairs()
+            .iter()
+            .filter(|(k, _)| !CLIENT_AUTH.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        pairs.push(("client_id".into(), client.client_id.to_string()));
+        self.validate_authorization(&FormParams::from_pairs(pairs.clone()))
+            .await?;
+        let request_uri = format!("urn:ietf:params:oauth:request_uri:{}", random_token(24));
+        let doc = serde_json::to_string(&pairs).map_err(|_| AuthorizeError::Page {
+            title: "Try again later",
+            message: "the request could not be stored".into(),
+        })?;
+        self.store
+            .put_ephemeral(
+                "par",
+                &digest(&request_uri),
+                &doc,
+                self.clock.now() + PAR_TTL,
+            )
+            .await
+            .map_err(|_| AuthorizeError::Page {
+                title: "Try again later",
+                message: "the request could not be stored".into(),
+            })?;
+        Ok(request_uri)
+    }
+
+    /// RFC 9126 at the HTTP edge: authenticates the client, then pushes.
+    pub async fn par(
+        &self,
+        authorization: Option<&str>,
+        form: &FormParams,
+    ) -> Result<String, Error> {
+        let presented = crate::client_auth::PresentedClient::from_request(authorization, form)?;
+        let client = self
+            .authenticate(presented, &self.settings.endpoint("/par"))
+            .await?;
+        self.push_authorization(&client, form)
+            .await
+            .map_err(|e| match e {
+                AuthorizeError::Redirect {
+                    code, description, ..
+                } => Error::InvalidPushedRequest {
+                    code,
+                    description: description.into(),
+                },
+                AuthorizeError::Page { message, .. } => Error::InvalidPushedRequest {
+                    code: OAuthErrorCode::InvalidRequest,
+                    description: message.into(),
+                },
+            })
+    }
+
+    /// The parameters of a pushed request: single use, and only for the
+    /// client that pushed it.
+    async fn pushed_request(
+        &self,
+        request_uri: &str,
+        client_id: Option<&str>,
+    ) -> Result<FormParams, AuthorizeError> {
+        let page = |message: &str| AuthorizeError::Page {
+            title: "This request cannot be processed",
+            message: message.to_owned(),
+        };
+        let doc = self
+            .store
+            .take_ephemeral("par", &digest(request_uri), self.clock.now())
+            .await
+            .map_err(|_| page("the server could not process the request; try again later"))?
+            .ok_or_else(|| page("the request_uri is unknown, expired or already used"))?;
+        let pairs: Vec<(String, String)> =
+            serde_json::from_str(&doc).map_err(|_| page("the pushed request is unreadable"))?;
+        let pushed = FormParams::from_pairs(pairs);
+        if pushed.single("client_id").ok().flatten() != client_id {
+            return Err(page("the request_uri belongs to another client"));
+        }
+        Ok(pushed)
+    }
+
+    /// Validates an authorization request (OAuth 2.1 §4.1.1, RFC 7636, RFC 8707).
+    pub async fn validate_authorization(
+        &self,
+        query: &FormParams,
+    ) -> Result<AuthorizationRequest, AuthorizeError> {
         let page = |message: &str| AuthorizeError::Page {
             title: "This request cannot be processed",
             message: message.to_owned(),
@@ -371,9 +512,7 @@ impl Authority {
             resource,
             scope,
         };
-        self.store_pending(AfterLogin::Authorize(request), binding)
-            .await
-            .map_err(|_| fail(OAuthErrorCode::ServerError, "try again later"))
+        Ok(request)
     }
 
     /// Stores a pending sign-in bound to `binding`.
@@ -518,7 +657,7 @@ impl Authority {
         if !approve || chosen.is_empty() || !chosen.is_subset(&request.scope) {
             event.scopes = Some(request.scope.to_string());
             self.audit.record(event).await?;
-            let AuthorizeError::Redirect(url) = self.error_redirect(
+            let AuthorizeError::Redirect { url, .. } = self.error_redirect(
                 back,
                 OAuthErrorCode::AccessDenied,
                 "the user denied the request",

@@ -61,6 +61,15 @@ pub enum Error {
     /// The audit trail could not record the event, so nothing was issued.
     #[error("audit trail unavailable")]
     AuditUnavailable,
+    /// A pushed authorization request (RFC 9126) is invalid; `code` is what
+    /// the authorization endpoint would have redirected with.
+    #[error("{description}")]
+    InvalidPushedRequest {
+        /// The OAuth error code.
+        code: mandate_types::OAuthErrorCode,
+        /// Why.
+        description: Cow<'static, str>,
+    },
     /// The user denied a request whose redirect could not be built.
     #[error("the request was denied")]
     AccessDeniedPage,

@@ -61,6 +61,11 @@ impl FormParams {
             .ok_or_else(|| Error::InvalidRequest(format!("parameter {name} is missing").into()))
     }
 
+    /// Every parameter, in order.
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+
     /// Every value of `name` (for parameters that may repeat, like `resource`).
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.0

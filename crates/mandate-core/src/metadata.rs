@@ -13,6 +13,7 @@ use crate::Error;
 pub struct ServerMetadata {
     issuer: String,
     authorization_endpoint: String,
+    pushed_authorization_request_endpoint: String,
     token_endpoint: String,
     jwks_uri: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,6 +56,7 @@ impl Authority {
         Ok(ServerMetadata {
             issuer: s.issuer.clone(),
             authorization_endpoint: s.endpoint("/authorize"),
+            pushed_authorization_request_endpoint: s.endpoint("/par"),
             token_endpoint: s.endpoint("/token"),
             jwks_uri: s.endpoint("/jwks.json"),
             registration_endpoint: (s.registration.mode != RegistrationMode::Closed)

@@ -262,7 +262,7 @@ async fn authorize(
         Err(AuthorizeError::Page { title, message }) => {
             error(StatusCode::BAD_REQUEST, title, &message)
         }
-        Err(AuthorizeError::Redirect(url)) => redirect(&url),
+        Err(AuthorizeError::Redirect { url, .. }) => redirect(&url),
         Ok((id, pending)) => match session(&s, &headers).await {
             Some((_, session)) => continue_with(&s, &id, &pending, &session).await,
             None => login_page_for(&s, &id, &pending, "", None).await,

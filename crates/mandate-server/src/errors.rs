@@ -45,6 +45,7 @@ pub fn classify(e: &Error) -> (StatusCode, OAuthErrorCode, Option<&'static str>)
             C::InvalidToken,
             Some("Bearer error=\"invalid_token\""),
         ),
+        Error::InvalidPushedRequest { code, .. } => (StatusCode::BAD_REQUEST, *code, None),
         Error::AccessDeniedPage => (StatusCode::FORBIDDEN, C::AccessDenied, None),
         Error::RegistrationClosed => (StatusCode::FORBIDDEN, C::AccessDenied, None),
         Error::InvalidClientMetadata(_) => {

@@ -18,6 +18,7 @@ use crate::state::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/token", post(token))
+        .route("/par", post(par))
         .route("/introspect", post(introspect))
         .route("/revoke", post(revoke))
         .route("/register", post(register))
@@ -45,6 +46,20 @@ async fn token(
     let (grant, response) = s.authority.token(auth.as_deref(), &form).await?;
     s.metrics.token_issued(grant.as_str());
     Ok((no_store(), Json(response)).into_response())
+}
+
+/// RFC 9126 pushed authorization requests.
+async fn par(
+    State(s): State<AppState>,
+    Authorization(auth): Authorization,
+    OAuthForm(form): OAuthForm,
+) -> Result<Response, ApiError> {
+    let request_uri = s.authority.par(auth.as_deref(), &form).await?;
+    let body = serde_json::json!({
+        "request_uri": request_uri,
+        "expires_in": mandate_core::authorize::PAR_TTL,
+    });
+    Ok((StatusCode::CREATED, no_store(), Json(body)).into_response())
 }
 
 async fn introspect(

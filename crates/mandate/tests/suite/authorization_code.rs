@@ -582,3 +582,110 @@ async fn negative_cases() {
         CHALLENGE
     );
 }
+
+/// RFC 9126: the request is pushed first; /authorize then takes only its
+/// request_uri, once, and only for the client that pushed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_authorization_requests() {
+    let db = TestDb::sqlite();
+    let h = start(&db).await;
+    let (_, _, meta) = h.get_json("/.well-known/oauth-authorization-server").await;
+    assert_eq!(
+        meta["pushed_authorization_request_endpoint"],
+        format!("{ISSUER}/par")
+    );
+    let push = |extra: &'static [(&'static str, &'static str)]| {
+        let h = &h;
+        async move {
+            let mut form = vec![
+                ("client_id", "mcp-host"),
+                ("response_type", "code"),
+                ("redirect_uri", "http://127.0.0.1:53117/callback"),
+                ("code_challenge", CHALLENGE),
+                ("code_challenge_method", "S256"),
+                ("state", "pushed"),
+                ("resource", API),
+                ("scope", "read"),
+            ];
+            for (k, v) in extra {
+                form.retain(|(fk, _)| fk != k);
+                if !v.is_empty() {
+                    form.push((k, v));
+                }
+            }
+            h.post_form("/par", &form, None).await
+        }
+    };
+    // Invalid pushed requests get the code /authorize would have redirected with.
+    assert_oauth_error(
+        &push(&[("code_challenge_method", "plain")]).await,
+        400,
+        "invalid_request",
+    );
+    assert_oauth_error(
+        &push(&[("resource", "https://unknown.example")]).await,
+        400,
+        "invalid_target",
+    );
+    assert_oauth_error(
+        &push(&[("client_id", "nobody")]).await,
+        401,
+        "invalid_client",
+    );
+    let (s, headers, body) = push(&[]).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(body["expires_in"], 60);
+    let request_uri = body["request_uri"].as_str().unwrap().to_owned();
+    assert!(request_uri.starts_with("urn:ietf:params:oauth:request_uri:"));
+    let q = |client: &str| {
+        let q: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([("client_id", client), ("request_uri", request_uri.as_str())])
+            .finish();
+        format!("/authorize?{q}")
+    };
+    let mut b = Browser::new(&h);
+    // Another client cannot use it (and that attempt spends it).
+    let wrong = b.get(&q("agent-web")).await;
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
+    let (_, _, body) = push(&[]).await;
+    let request_uri = body["request_uri"].as_str().unwrap().to_owned();
+    let path = {
+        let q: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("client_id", "mcp-host"),
+                ("request_uri", request_uri.as_str()),
+            ])
+            .finish();
+        format!("/authorize?{q}")
+    };
+    let login = b.get(&path).await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.body);
+    let consent = b
+        .post(
+            "/login",
+            &[
+                ("csrf", &login.hidden("csrf")),
+                ("request", &login.hidden("request")),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    let done = b
+        .post(
+            "/consent",
+            &[
+                ("csrf", &consent.hidden("csrf")),
+                ("request", &consent.hidden("request")),
+                ("scope", "read"),
+                ("decision", "approve"),
+            ],
+        )
+        .await;
+    assert_eq!(done.query("state").as_deref(), Some("pushed"));
+    let (s, _, tokens) = redeem(&h, &done.query("code").unwrap(), VERIFIER).await;
+    assert_eq!(s, StatusCode::OK, "{tokens}");
+    // Single use.
+    assert_eq!(b.get(&path).await.status, StatusCode::BAD_REQUEST);
+}
