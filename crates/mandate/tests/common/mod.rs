@@ -349,3 +349,22 @@ impl Harness {
         &self.server.as_ref().expect("running").authority
     }
 }
+
+impl Harness {
+    /// The audit trail once an event matching `pred` is in it. Gateway
+    /// decisions are recorded without waiting, so they land a moment after
+    /// the response; bounded polling, not a timing assertion.
+    pub async fn audit_until(
+        &self,
+        pred: impl Fn(&mandate_audit::Event) -> bool,
+    ) -> Vec<mandate_audit::Event> {
+        for _ in 0..100 {
+            let events = self.audit().await;
+            if events.iter().any(&pred) {
+                return events;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the expected audit event never arrived");
+    }
+}

@@ -143,7 +143,15 @@ async fn allows_and_forwards_identity(db: &TestDb) {
     let other = h.token_basic("agent-post", &[]).await;
     let _ = other;
     // Every decision is audited, without the token.
-    let events = h.audit().await;
+    let events = h
+        .audit_until(|e| {
+            e.event.kind == "gateway.allowed"
+                && e.event
+                    .reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("operation=SendMessage"))
+        })
+        .await;
     assert!(events.iter().any(|e| e.event.kind == "gateway.allowed"
         && e.event
             .reason

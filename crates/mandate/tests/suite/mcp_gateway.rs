@@ -211,11 +211,13 @@ async fn tools_are_filtered_and_judged_by_level() {
     assert_eq!(resp.status(), StatusCode::OK);
     let last = up.calls.lock().unwrap().last().unwrap().2.clone();
     assert_eq!(last["mcp-session-id"], "session-1");
-    let audited = h.audit().await;
-    assert!(audited.iter().any(|e| e
-        .event
-        .reason
-        .as_deref()
-        .is_some_and(|r| r.contains("operation=tools/call:read_file"))));
+    let audited = h
+        .audit_until(|e| {
+            e.event
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("operation=tools/call:read_file"))
+        })
+        .await;
     assert!(audited.iter().any(|e| e.event.kind == "gateway.denied"));
 }
