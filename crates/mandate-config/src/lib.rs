@@ -91,6 +91,8 @@ pub struct ClientConfig {
     pub keys: Option<ClientKeys>,
     /// Redirect URIs.
     pub redirect_uris: Vec<String>,
+    /// Clients whose tokens it may exchange; `*` for any.
+    pub may_act_for: Vec<String>,
 }
 
 /// The validated runtime configuration.
@@ -120,6 +122,8 @@ pub struct Config {
     pub leeway: i64,
     /// Default overlap of old secrets on rotation, seconds.
     pub secret_rotation_overlap: i64,
+    /// Longest delegation (`act`) chain.
+    pub max_delegation_depth: usize,
     /// A refresh token unused this long expires, seconds.
     pub refresh_token_idle_ttl: i64,
     /// A refresh token family ends this long after the authorization, seconds.
@@ -271,6 +275,13 @@ impl Config {
                 "must not exceed refresh_token_absolute_ttl",
             ));
         }
+        let max_delegation_depth = t.max_delegation_depth.unwrap_or(5);
+        if !(1..=32).contains(&max_delegation_depth) {
+            return Err(err(
+                "tokens.max_delegation_depth",
+                "must be between 1 and 32",
+            ));
+        }
         let max_body_bytes = raw.limits.max_body_bytes.unwrap_or(64 * 1024);
         if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
             return Err(err(
@@ -384,6 +395,7 @@ impl Config {
             secret_rotation_overlap,
             refresh_token_idle_ttl,
             refresh_token_absolute_ttl,
+            max_delegation_depth,
             max_body_bytes,
             resources,
             clients,
@@ -560,6 +572,7 @@ fn client_config(
         secret_hash,
         keys,
         redirect_uris: c.redirect_uris,
+        may_act_for: c.may_act_for,
     })
 }
 

@@ -91,6 +91,7 @@ pub struct RawTokens {
     pub secret_rotation_overlap: Option<String>,
     pub refresh_token_idle_ttl: Option<String>,
     pub refresh_token_absolute_ttl: Option<String>,
+    pub max_delegation_depth: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,6 +127,8 @@ pub struct RawClient {
     pub jwks_uri: Option<String>,
     #[serde(default)]
     pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub may_act_for: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -48,6 +48,9 @@ pub struct NewClient {
     /// Redirect URIs.
     #[serde(default)]
     pub redirect_uris: Vec<String>,
+    /// Clients whose tokens it may exchange (RFC 8693); `*` for any.
+    #[serde(default)]
+    pub may_act_for: Vec<String>,
 }
 
 /// What an operator asks for when creating a resource.
@@ -119,6 +122,7 @@ impl Authority {
                 .collect(),
             keys,
             redirect_uris: new.redirect_uris,
+            may_act_for: new.may_act_for,
             origin,
             registration_token: None,
             created_at: self.clock.now(),

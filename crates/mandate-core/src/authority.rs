@@ -38,6 +38,8 @@ pub struct Settings {
     pub leeway: i64,
     /// Who may register clients, and with what.
     pub registration: RegistrationPolicy,
+    /// Longest `act` chain a token may carry.
+    pub max_delegation_depth: usize,
     /// A refresh token unused this long expires, seconds.
     pub refresh_idle_ttl: i64,
     /// A refresh token family ends this long after the authorization, seconds.

@@ -18,6 +18,7 @@ pub mod authorize;
 pub mod cache;
 pub mod client_auth;
 mod error;
+pub mod exchange;
 pub mod form;
 pub mod introspection;
 pub mod keyring;

@@ -74,6 +74,7 @@ impl Authority {
                 "authorization_code",
                 "refresh_token",
                 "client_credentials",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
             ],
             token_endpoint_auth_methods_supported: TOKEN_AUTH_METHODS.to_vec(),
             token_endpoint_auth_signing_alg_values_supported: algs.clone(),

@@ -152,6 +152,10 @@ pub struct Client {
     /// Registered redirect URIs (authorization code clients).
     #[serde(default)]
     pub redirect_uris: Vec<String>,
+    /// Clients whose tokens this client may exchange to act for their
+    /// subjects (RFC 8693); `*` means any.
+    #[serde(default)]
+    pub may_act_for: Vec<String>,
     /// Where the record came from.
     pub origin: ClientOrigin,
     /// Hash of the RFC 7592 registration access token, for registered clients.

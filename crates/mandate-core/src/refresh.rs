@@ -85,7 +85,7 @@ impl Authority {
             jti,
             exp,
         } = self
-            .issue(client, &record.user_id, &res, record.scope.clone())
+            .issue(client, &record.user_id, &res, record.scope.clone(), None)
             .await?;
         let family = if client.grant_types.contains(&GrantType::RefreshToken) {
             let family = random_token(16);
@@ -183,7 +183,9 @@ impl Authority {
             .get_resource(&record.resource)
             .await?
             .ok_or_else(|| Error::InvalidTarget("the resource no longer exists".into()))?;
-        let mut issued = self.issue(client, &record.user_id, &res, scope).await?;
+        let mut issued = self
+            .issue(client, &record.user_id, &res, scope, None)
+            .await?;
         issued.response.refresh_token = Some(self.new_refresh(&record, now).await?);
         Ok(issued.response)
     }

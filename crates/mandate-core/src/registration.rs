@@ -336,6 +336,7 @@ impl Authority {
             secrets,
             keys,
             redirect_uris,
+            may_act_for: Vec::new(),
             origin: ClientOrigin::Registration,
             registration_token: None,
             created_at: existing.map_or_else(|| self.clock.now(), |c| c.created_at),

@@ -35,6 +35,17 @@ pub enum TokenRequest {
         /// If sent, must equal the authorization request's.
         resource: Option<ResourceUri>,
     },
+    /// RFC 8693 token exchange: a narrower token for an actor.
+    TokenExchange {
+        /// The token whose authority is delegated.
+        subject_token: String,
+        /// The actor's own token, if it proves itself with one.
+        actor_token: Option<String>,
+        /// A narrower scope, if wanted.
+        scope: Option<ScopeSet>,
+        /// The new audience.
+        resource: Option<ResourceUri>,
+    },
     /// OAuth 2.1 §4.3, with rotation.
     RefreshToken {
         /// The token.
@@ -61,6 +72,46 @@ impl TokenRequest {
                 code_verifier: form.required("code_verifier")?.to_owned(),
                 resource: parse_resource(form)?,
             }),
+            Some(GrantType::TokenExchange) => {
+                const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+                const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+                let subject_type = form.required("subject_token_type")?;
+                if subject_type != ACCESS_TOKEN && subject_type != JWT {
+                    return Err(Error::InvalidRequest(
+                        "subject_token_type must be an access token or jwt".into(),
+                    ));
+                }
+                let actor_token = form.single("actor_token")?.map(str::to_owned);
+                match (actor_token.is_some(), form.single("actor_token_type")?) {
+                    (true, Some(t)) if t == ACCESS_TOKEN || t == JWT => {}
+                    (false, None) => {}
+                    _ => {
+                        return Err(Error::InvalidRequest(
+                            "actor_token_type is required with actor_token, and only with it"
+                                .into(),
+                        ))
+                    }
+                }
+                match form.single("requested_token_type")? {
+                    None | Some(ACCESS_TOKEN) => {}
+                    Some(_) => {
+                        return Err(Error::InvalidRequest(
+                            "only access tokens can be requested (urn:ietf:params:oauth:token-type:access_token)".into(),
+                        ))
+                    }
+                }
+                if form.single("audience")?.is_some() {
+                    return Err(Error::InvalidTarget(
+                        "name the target with resource, not audience".into(),
+                    ));
+                }
+                Ok(Self::TokenExchange {
+                    subject_token: form.required("subject_token")?.to_owned(),
+                    actor_token,
+                    scope: parse_scope(form)?,
+                    resource: parse_resource(form)?,
+                })
+            }
             Some(GrantType::RefreshToken) => Ok(Self::RefreshToken {
                 refresh_token: form.required("refresh_token")?.to_owned(),
                 scope: parse_scope(form)?,
@@ -76,6 +127,7 @@ impl TokenRequest {
             Self::ClientCredentials { .. } => GrantType::ClientCredentials,
             Self::AuthorizationCode { .. } => GrantType::AuthorizationCode,
             Self::RefreshToken { .. } => GrantType::RefreshToken,
+            Self::TokenExchange { .. } => GrantType::TokenExchange,
         }
     }
 }
@@ -119,6 +171,37 @@ pub struct AccessTokenClaims {
     pub client_id: String,
     /// Granted scopes, space-delimited.
     pub scope: String,
+    /// RFC 8693 §4.1: who is acting for `sub`, with earlier actors nested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
+}
+
+/// An `act` claim: the current actor, and the chain before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// The actor's subject.
+    pub sub: String,
+    /// The actor's client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The actor before this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<Actor>>,
+}
+
+impl Actor {
+    /// Actors in the chain, current first.
+    pub fn depth(&self) -> usize {
+        1 + self.act.as_ref().map_or(0, |a| a.depth())
+    }
+
+    /// The chain as `current <- previous <- ...`, for the audit trail.
+    pub fn describe(&self) -> String {
+        match &self.act {
+            Some(prev) => format!("{} <- {}", self.sub, prev.describe()),
+            None => self.sub.clone(),
+        }
+    }
 }
 
 /// A successful token response (RFC 6749 §5.1).
@@ -135,6 +218,9 @@ pub struct TokenResponse {
     /// A refresh token, for clients with that grant.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// RFC 8693 §2.2.1, for token exchange.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<String>,
 }
 
 /// An issued access token and what the audit and replay logic need of it.
@@ -169,7 +255,9 @@ impl Authority {
                     refused.audience = Some(resource.id.to_string());
                     let granted = grant_scope(&client, &resource, scope)?;
                     let subject = client.client_id.to_string();
-                    let issued = self.issue(&client, &subject, &resource, granted).await?;
+                    let issued = self
+                        .issue(&client, &subject, &resource, granted, None)
+                        .await?;
                     Ok((grant, issued.response))
                 }
                 TokenRequest::AuthorizationCode {
@@ -184,6 +272,24 @@ impl Authority {
                             &code,
                             &redirect_uri,
                             &code_verifier,
+                            resource,
+                            &mut refused,
+                        )
+                        .await?;
+                    Ok((grant, response))
+                }
+                TokenRequest::TokenExchange {
+                    subject_token,
+                    actor_token,
+                    scope,
+                    resource,
+                } => {
+                    let response = self
+                        .exchange(
+                            &client,
+                            &subject_token,
+                            actor_token.as_deref(),
+                            scope,
                             resource,
                             &mut refused,
                         )
@@ -254,11 +360,16 @@ impl Authority {
         subject: &str,
         resource: &Resource,
         scope: ScopeSet,
+        delegation: Option<(Actor, UnixTime)>,
     ) -> Result<Issued, Error> {
         let now = self.clock.now();
-        let ttl = resource
+        let mut ttl = resource
             .access_token_ttl
             .unwrap_or(self.settings.access_token_ttl);
+        // An exchanged token never outlives the one it came from.
+        if let Some((_, not_after)) = &delegation {
+            ttl = ttl.min(not_after - now);
+        }
         let claims = AccessTokenClaims {
             iss: self.settings.issuer.clone(),
             sub: subject.to_owned(),
@@ -268,6 +379,7 @@ impl Authority {
             jti: random_token(16),
             client_id: client.client_id.to_string(),
             scope: scope.to_string(),
+            act: delegation.map(|(a, _)| a),
         };
         let snapshot = self.keys.snapshot();
         let signer = snapshot
@@ -282,6 +394,10 @@ impl Authority {
         event.audience = Some(claims.aud);
         event.scopes = Some(claims.scope.clone());
         event.jti = Some(claims.jti.clone());
+        if let Some(act) = &claims.act {
+            event.kind = "token.exchanged".into();
+            event.reason = Some(format!("acting chain: {}", act.describe()));
+        }
         self.audit.record(event).await?;
         Ok(Issued {
             response: TokenResponse {
@@ -290,6 +406,7 @@ impl Authority {
                 expires_in: ttl,
                 scope: claims.scope,
                 refresh_token: None,
+                issued_token_type: None,
             },
             jti: claims.jti,
             exp: claims.exp,
@@ -344,6 +461,7 @@ mod tests {
             secrets: vec![],
             keys: None,
             redirect_uris: vec![],
+            may_act_for: vec![],
             origin: ClientOrigin::Admin,
             registration_token: None,
             created_at: 0,

@@ -579,6 +579,9 @@ fn prepare_upstream_headers(
         set("x-mandate-scope", Some(&t.scope.to_string()));
         set("x-mandate-issuer", Some(&t.issuer));
         set("x-mandate-token-id", t.jti.as_deref());
+        if !t.actors.is_empty() {
+            set("x-mandate-actor-chain", Some(&t.actors.join(", ")));
+        }
     }
     if let Some(op) = allowed.operation {
         set("x-mandate-operation", Some(op.name()));

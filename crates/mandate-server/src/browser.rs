@@ -407,7 +407,7 @@ async fn grants(
                 c.as_ref().map(client_host).unwrap_or_default(),
                 g.resource.to_string(),
                 g.scopes.to_string(),
-                g.created_at.to_string(),
+                utc_date(g.created_at),
             )
         })
         .collect();
@@ -499,4 +499,33 @@ async fn logout(
     let (k, v) = set_cookie(&s, SESSION, "", 0);
     r.headers_mut().append(k, v);
     r
+}
+
+/// `YYYY-MM-DD HH:MM UTC` for a Unix time (civil-from-days, H. Hinnant).
+fn utc_date(t: i64) -> String {
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc_date(0), "1970-01-01 00:00 UTC");
+        assert_eq!(super::utc_date(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(super::utc_date(1_795_467_595), "2026-11-23 20:59 UTC");
+    }
 }

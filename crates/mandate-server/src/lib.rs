@@ -152,6 +152,7 @@ pub async fn start(
         access_token_ttl: config.access_token_ttl,
         max_assertion_lifetime: config.client_assertion_max_lifetime,
         leeway: config.leeway,
+        max_delegation_depth: config.max_delegation_depth,
         refresh_idle_ttl: config.refresh_token_idle_ttl,
         refresh_absolute_ttl: config.refresh_token_absolute_ttl,
         registration: RegistrationPolicy {
@@ -363,6 +364,7 @@ async fn apply_config(authority: &Authority, config: &Config) -> Result<(), Star
                 .collect(),
             keys: c.keys.clone(),
             redirect_uris: c.redirect_uris.clone(),
+            may_act_for: c.may_act_for.clone(),
             origin: ClientOrigin::Config,
             registration_token: None,
             created_at: existing.map_or_else(|| authority.clock().now(), |e| e.created_at),

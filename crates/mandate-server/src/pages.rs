@@ -12,8 +12,10 @@
 //! as small and inspectable as possible:
 //!
 //! * a strict `Content-Security-Policy` (`default-src 'none'; style-src
-//!   'unsafe-inline'; form-action 'self'`) can be sent with no exceptions for
-//!   scripts, so an injection bug cannot become script execution;
+//!   'unsafe-inline'; frame-ancestors 'none'`, sent by `browser.rs`) allows no
+//!   script at all, so an injection bug cannot become script execution
+//!   (`form-action` is left out: Chrome applies it to the redirect back to
+//!   the client after consent);
 //! * plain HTML forms work everywhere: with scripts disabled, in text browsers,
 //!   with every assistive technology, and with no build step;
 //! * no external assets (fonts, images, stylesheets) means no third party learns

@@ -37,6 +37,8 @@ pub struct VerifiedAccessToken {
     pub expires_at: UnixTime,
     /// `jti`.
     pub jti: Option<String>,
+    /// The delegation chain from `act` (RFC 8693): current actor first.
+    pub actors: Vec<String>,
 }
 
 /// Why a token was refused. Each maps to `invalid_token` (401).
@@ -143,7 +145,20 @@ struct Claims {
     #[serde(default)]
     scope: Option<String>,
     jti: Option<String>,
+    #[serde(default)]
+    act: Option<Act>,
 }
+
+/// Bounded on parse: deeper chains are refused as malformed.
+#[derive(Deserialize)]
+struct Act {
+    sub: String,
+    #[serde(default)]
+    act: Option<Box<Act>>,
+}
+
+/// Most actors read from a chain.
+const MAX_ACTORS: usize = 32;
 
 #[derive(Deserialize, Default)]
 #[serde(untagged)]
@@ -296,7 +311,17 @@ impl TokenVerifier {
         };
         let scope = ScopeSet::parse(claims.scope.as_deref().unwrap_or(""))
             .map_err(|_| TokenError::Malformed)?;
+        let mut actors = Vec::new();
+        let mut next = claims.act.as_ref();
+        while let Some(a) = next {
+            if actors.len() == MAX_ACTORS {
+                return Err(TokenError::Malformed);
+            }
+            actors.push(a.sub.clone());
+            next = a.act.as_deref();
+        }
         Ok(VerifiedAccessToken {
+            actors,
             issuer: claims.iss,
             subject: claims.sub.ok_or(TokenError::Malformed)?,
             audience,

@@ -1,6 +1,7 @@
 mod admin;
 mod authorization_code;
 mod client_auth;
+mod delegation;
 mod gateway;
 mod introspection;
 mod keys;

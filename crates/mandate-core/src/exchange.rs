@@ -1,0 +1,178 @@
+//! RFC 8693 token exchange: an agent hands part of its work to another, and
+//! the new token can only be narrower.
+//!
+//! The authenticated client is the new actor (or, with an `actor_token`, the
+//! subject of that token, which must belong to the client). The issued token
+//! keeps the subject token's `sub`, names the exchanging client in
+//! `client_id`, and carries the chain in `act` (current actor outermost). It
+//! never holds a scope the subject token did not hold, an audience the actor
+//! may not use, or an expiry later than the subject token's; the chain is
+//! bounded by `max_delegation_depth`.
+//!
+//! Who may act for whom: the actor client's `may_act_for` lists the clients
+//! whose tokens it may exchange, or the subject token's `may_act` claim
+//! names the actor.
+
+use mandate_audit::NewEvent;
+use mandate_jose::UnverifiedJwt;
+use mandate_types::{ResourceUri, ScopeSet};
+use serde::Deserialize;
+
+use crate::authority::Authority;
+use crate::model::Client;
+use crate::token::{AccessTokenClaims, Actor, TokenResponse};
+use crate::Error;
+
+/// The RFC 8693 type of what token exchange issues.
+pub const ISSUED_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+#[derive(Deserialize)]
+struct MayAct {
+    #[serde(default)]
+    may_act: Option<MayActClaim>,
+}
+
+#[derive(Deserialize)]
+struct MayActClaim {
+    sub: Option<String>,
+}
+
+impl Authority {
+    /// An active access token of ours (signature, issuer, expiry, revocation).
+    async fn active_token(
+        &self,
+        token: &str,
+        what: &'static str,
+    ) -> Result<AccessTokenClaims, Error> {
+        let claims = self.verify_access_token(token).await.ok_or_else(|| {
+            Error::InvalidRequest(
+                format!("the {what} is not an active token of this server").into(),
+            )
+        })?;
+        if self.store.is_revoked(&claims.jti).await? {
+            return Err(Error::InvalidRequest(
+                format!("the {what} was revoked").into(),
+            ));
+        }
+        Ok(claims)
+    }
+
+    pub(crate) async fn exchange(
+        &self,
+        client: &Client,
+        subject_token: &str,
+        actor_token: Option<&str>,
+        scope: Option<ScopeSet>,
+        resource: Option<ResourceUri>,
+        event: &mut NewEvent,
+    ) -> Result<TokenResponse, Error> {
+        let subject = self.active_token(subject_token, "subject_token").await?;
+        event.subject = Some(subject.sub.clone());
+        let actor_sub = match actor_token {
+            Some(t) => {
+                let actor = self.active_token(t, "actor_token").await?;
+                if actor.client_id != client.client_id.as_str() {
+                    return Err(Error::InvalidRequest(
+                        "the actor_token belongs to another client".into(),
+                    ));
+                }
+                actor.sub
+            }
+            None => client.client_id.to_string(),
+        };
+        // Who may act for whom.
+        let named_by_token = UnverifiedJwt::parse(subject_token)
+            .ok()
+            .and_then(|j| j.insecure_peek_claims::<MayAct>().ok())
+            .and_then(|m| m.may_act)
+            .and_then(|m| m.sub)
+            .is_some_and(|s| s == actor_sub || s == client.client_id.as_str());
+        let by_policy = client
+            .may_act_for
+            .iter()
+            .any(|c| c == "*" || *c == subject.client_id);
+        if !(named_by_token || by_policy) {
+            return Err(Error::InvalidGrant(
+                format!("client may not act for tokens of {}", subject.client_id).into(),
+            ));
+        }
+        // The chain: the new actor outermost, the subject token's chain inside.
+        let actor = Actor {
+            sub: actor_sub,
+            client_id: Some(client.client_id.to_string()),
+            act: subject.act.clone().map(Box::new).or_else(|| {
+                // The subject token's own holder, when it was not already acting for someone.
+                (subject.client_id != subject.sub).then(|| {
+                    Box::new(Actor {
+                        sub: subject.client_id.clone(),
+                        client_id: Some(subject.client_id.clone()),
+                        act: None,
+                    })
+                })
+            }),
+        };
+        if actor.depth() > self.settings.max_delegation_depth {
+            return Err(Error::InvalidRequest(
+                format!(
+                    "the delegation chain would exceed {} actors",
+                    self.settings.max_delegation_depth
+                )
+                .into(),
+            ));
+        }
+        // The audience: one the actor may use (default: the subject token's).
+        let target = match resource {
+            Some(r) => r,
+            None => ResourceUri::parse(&subject.aud).map_err(|e| Error::InvalidTarget(e.into()))?,
+        };
+        if !client.may_use(&target) {
+            return Err(Error::InvalidTarget(
+                "the actor may not use this resource".into(),
+            ));
+        }
+        let res = self
+            .store
+            .get_resource(&target)
+            .await?
+            .ok_or_else(|| Error::InvalidTarget("unknown resource".into()))?;
+        event.audience = Some(res.id.to_string());
+        // The scope: never more than the subject held, the actor may hold, and the resource defines.
+        let held = ScopeSet::parse(&subject.scope)
+            .map_err(|e| Error::InvalidRequest(e.to_string().into()))?;
+        let ceiling = held
+            .intersection(&client.scopes)
+            .intersection(&res.scope_set());
+        let granted = match scope {
+            Some(s) if !s.is_empty() => {
+                let excess = s.difference(&ceiling);
+                if !excess.is_empty() {
+                    return Err(Error::InvalidScope(
+                        format!("exchange may only narrow; not allowed: {excess}").into(),
+                    ));
+                }
+                s
+            }
+            _ => ceiling,
+        };
+        if granted.is_empty() {
+            return Err(Error::InvalidScope(
+                "nothing of the subject token's scope applies here".into(),
+            ));
+        }
+        let now = self.clock.now();
+        if subject.exp <= now {
+            return Err(Error::InvalidRequest("the subject_token expired".into()));
+        }
+        let mut issued = self
+            .issue(
+                client,
+                &subject.sub,
+                &res,
+                granted,
+                Some((actor, subject.exp)),
+            )
+            .await?;
+        issued.response.issued_token_type = Some(ISSUED_ACCESS_TOKEN.to_owned());
+        Ok(issued.response)
+    }
+}
