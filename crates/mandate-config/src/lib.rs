@@ -93,6 +93,8 @@ pub struct ClientConfig {
     pub redirect_uris: Vec<String>,
     /// Clients whose tokens it may exchange; `*` for any.
     pub may_act_for: Vec<String>,
+    /// Every token must be DPoP-bound.
+    pub require_dpop: bool,
 }
 
 /// The validated runtime configuration.
@@ -124,6 +126,8 @@ pub struct Config {
     pub secret_rotation_overlap: i64,
     /// Longest delegation (`act`) chain.
     pub max_delegation_depth: usize,
+    /// DPoP proofs at the token endpoint must carry a server nonce.
+    pub dpop_nonce: bool,
     /// A refresh token unused this long expires, seconds.
     pub refresh_token_idle_ttl: i64,
     /// A refresh token family ends this long after the authorization, seconds.
@@ -396,6 +400,7 @@ impl Config {
             refresh_token_idle_ttl,
             refresh_token_absolute_ttl,
             max_delegation_depth,
+            dpop_nonce: t.dpop_nonce.unwrap_or(true),
             max_body_bytes,
             resources,
             clients,
@@ -573,6 +578,7 @@ fn client_config(
         keys,
         redirect_uris: c.redirect_uris,
         may_act_for: c.may_act_for,
+        require_dpop: c.require_dpop,
     })
 }
 

@@ -92,6 +92,7 @@ pub struct RawTokens {
     pub refresh_token_idle_ttl: Option<String>,
     pub refresh_token_absolute_ttl: Option<String>,
     pub max_delegation_depth: Option<usize>,
+    pub dpop_nonce: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -129,6 +130,8 @@ pub struct RawClient {
     pub redirect_uris: Vec<String>,
     #[serde(default)]
     pub may_act_for: Vec<String>,
+    #[serde(default)]
+    pub require_dpop: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -51,6 +51,9 @@ pub struct NewClient {
     /// Clients whose tokens it may exchange (RFC 8693); `*` for any.
     #[serde(default)]
     pub may_act_for: Vec<String>,
+    /// Every token must be DPoP-bound.
+    #[serde(default)]
+    pub require_dpop: bool,
 }
 
 /// What an operator asks for when creating a resource.
@@ -123,6 +126,7 @@ impl Authority {
             keys,
             redirect_uris: new.redirect_uris,
             may_act_for: new.may_act_for,
+            require_dpop: new.require_dpop,
             origin,
             registration_token: None,
             created_at: self.clock.now(),

@@ -40,6 +40,10 @@ pub struct Settings {
     pub registration: RegistrationPolicy,
     /// Longest `act` chain a token may carry.
     pub max_delegation_depth: usize,
+    /// Key of the stateless DPoP nonces.
+    pub dpop_nonce_key: [u8; 32],
+    /// Whether DPoP proofs at the token endpoint must carry a server nonce.
+    pub dpop_nonce_required: bool,
     /// A refresh token unused this long expires, seconds.
     pub refresh_idle_ttl: i64,
     /// A refresh token family ends this long after the authorization, seconds.

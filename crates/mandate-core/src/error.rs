@@ -70,6 +70,15 @@ pub enum Error {
         /// Why.
         description: Cow<'static, str>,
     },
+    /// A DPoP proof is missing, malformed, stale, replayed or for another request.
+    #[error("{0}")]
+    InvalidDpopProof(Cow<'static, str>),
+    /// The DPoP proof lacks the server's current nonce.
+    #[error("a DPoP nonce is required")]
+    UseDpopNonce {
+        /// The nonce to use.
+        nonce: String,
+    },
     /// The user denied a request whose redirect could not be built.
     #[error("the request was denied")]
     AccessDeniedPage,

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use crate::authority::Authority;
 use crate::model::Client;
-use crate::token::{AccessTokenClaims, Actor, TokenResponse};
+use crate::token::{AccessTokenClaims, Actor, Extras, TokenResponse};
 use crate::Error;
 
 /// The RFC 8693 type of what token exchange issues.
@@ -59,6 +59,7 @@ impl Authority {
 
     pub(crate) async fn exchange(
         &self,
+        jkt: Option<String>,
         client: &Client,
         subject_token: &str,
         actor_token: Option<&str>,
@@ -169,7 +170,10 @@ impl Authority {
                 &subject.sub,
                 &res,
                 granted,
-                Some((actor, subject.exp)),
+                Extras {
+                    delegation: Some((actor, subject.exp)),
+                    jkt,
+                },
             )
             .await?;
         issued.response.issued_token_type = Some(ISSUED_ACCESS_TOKEN.to_owned());

@@ -31,6 +31,7 @@ pub struct ServerMetadata {
     revocation_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
     access_token_signing_alg_values_supported: Vec<&'static str>,
     code_challenge_methods_supported: Vec<&'static str>,
+    dpop_signing_alg_values_supported: Vec<&'static str>,
     authorization_response_iss_parameter_supported: bool,
 }
 
@@ -84,6 +85,7 @@ impl Authority {
             revocation_endpoint_auth_signing_alg_values_supported: algs,
             access_token_signing_alg_values_supported: vec![self.keys.settings().alg.as_str()],
             code_challenge_methods_supported: vec!["S256"],
+            dpop_signing_alg_values_supported: SigningAlg::ALL.iter().map(|a| a.as_str()).collect(),
             authorization_response_iss_parameter_supported: true,
         })
     }

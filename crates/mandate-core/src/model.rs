@@ -156,6 +156,9 @@ pub struct Client {
     /// subjects (RFC 8693); `*` means any.
     #[serde(default)]
     pub may_act_for: Vec<String>,
+    /// Whether every token of this client must be DPoP-bound (RFC 9449).
+    #[serde(default)]
+    pub require_dpop: bool,
     /// Where the record came from.
     pub origin: ClientOrigin,
     /// Hash of the RFC 7592 registration access token, for registered clients.

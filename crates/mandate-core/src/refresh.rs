@@ -13,7 +13,7 @@ use mandate_types::{random_token, ResourceUri, ScopeSet, UnixTime};
 use crate::authority::Authority;
 use crate::authorize::{digest, pkce_matches, CodeRecord, RedeemedCode, CODE_TTL};
 use crate::model::{Client, GrantType, RefreshRecord, RefreshUse};
-use crate::token::{Issued, TokenResponse};
+use crate::token::{Extras, Issued, TokenResponse};
 use crate::Error;
 
 fn bad_grant(why: &'static str) -> Error {
@@ -23,6 +23,7 @@ fn bad_grant(why: &'static str) -> Error {
 impl Authority {
     pub(crate) async fn redeem_code(
         &self,
+        jkt: Option<String>,
         client: &Client,
         code: &str,
         redirect_uri: &str,
@@ -85,7 +86,16 @@ impl Authority {
             jti,
             exp,
         } = self
-            .issue(client, &record.user_id, &res, record.scope.clone(), None)
+            .issue(
+                client,
+                &record.user_id,
+                &res,
+                record.scope.clone(),
+                Extras {
+                    delegation: None,
+                    jkt,
+                },
+            )
             .await?;
         let family = if client.grant_types.contains(&GrantType::RefreshToken) {
             let family = random_token(16);
@@ -123,6 +133,7 @@ impl Authority {
 
     pub(crate) async fn refresh(
         &self,
+        jkt: Option<String>,
         client: &Client,
         token: &str,
         scope: Option<ScopeSet>,
@@ -184,7 +195,16 @@ impl Authority {
             .await?
             .ok_or_else(|| Error::InvalidTarget("the resource no longer exists".into()))?;
         let mut issued = self
-            .issue(client, &record.user_id, &res, scope, None)
+            .issue(
+                client,
+                &record.user_id,
+                &res,
+                scope,
+                Extras {
+                    delegation: None,
+                    jkt,
+                },
+            )
             .await?;
         issued.response.refresh_token = Some(self.new_refresh(&record, now).await?);
         Ok(issued.response)

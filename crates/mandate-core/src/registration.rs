@@ -337,6 +337,7 @@ impl Authority {
             keys,
             redirect_uris,
             may_act_for: Vec::new(),
+            require_dpop: false,
             origin: ClientOrigin::Registration,
             registration_token: None,
             created_at: existing.map_or_else(|| self.clock.now(), |c| c.created_at),

@@ -174,6 +174,25 @@ pub struct AccessTokenClaims {
     /// RFC 8693 §4.1: who is acting for `sub`, with earlier actors nested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Actor>,
+    /// RFC 9449 §6: the key the token is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// A `cnf` claim with the DPoP key thumbprint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// RFC 7638 thumbprint of the proof key.
+    pub jkt: String,
+}
+
+/// What an issued token carries beyond the grant's basics.
+#[derive(Debug, Default)]
+pub(crate) struct Extras {
+    /// The `act` chain and the subject token's expiry (token exchange).
+    pub(crate) delegation: Option<(Actor, UnixTime)>,
+    /// The DPoP key to bind to.
+    pub(crate) jkt: Option<String>,
 }
 
 /// An `act` claim: the current actor, and the chain before it.
@@ -237,6 +256,7 @@ impl Authority {
     pub async fn token(
         &self,
         authorization: Option<&str>,
+        dpop: Option<&str>,
         form: &FormParams,
     ) -> Result<(GrantType, TokenResponse), Error> {
         let mut refused = self.event("token.refused", Outcome::Failure);
@@ -249,6 +269,24 @@ impl Authority {
             refused.client_id = Some(client.client_id.to_string());
             let grant = request.grant_type();
             Self::check_grant(&client, grant)?;
+            let jkt = match dpop {
+                Some(proof) => Some(
+                    self.check_dpop(
+                        proof,
+                        "POST",
+                        &self.settings.endpoint("/token"),
+                        None,
+                        self.settings.dpop_nonce_required,
+                    )
+                    .await?,
+                ),
+                None if client.require_dpop => {
+                    return Err(Error::InvalidDpopProof(
+                        "this client must send a DPoP proof".into(),
+                    ))
+                }
+                None => None,
+            };
             match request {
                 TokenRequest::ClientCredentials { scope, resource } => {
                     let resource = self.resolve_resource(&client, resource).await?;
@@ -256,7 +294,16 @@ impl Authority {
                     let granted = grant_scope(&client, &resource, scope)?;
                     let subject = client.client_id.to_string();
                     let issued = self
-                        .issue(&client, &subject, &resource, granted, None)
+                        .issue(
+                            &client,
+                            &subject,
+                            &resource,
+                            granted,
+                            Extras {
+                                delegation: None,
+                                jkt,
+                            },
+                        )
                         .await?;
                     Ok((grant, issued.response))
                 }
@@ -268,6 +315,7 @@ impl Authority {
                 } => {
                     let response = self
                         .redeem_code(
+                            jkt,
                             &client,
                             &code,
                             &redirect_uri,
@@ -286,6 +334,7 @@ impl Authority {
                 } => {
                     let response = self
                         .exchange(
+                            jkt,
                             &client,
                             &subject_token,
                             actor_token.as_deref(),
@@ -302,7 +351,7 @@ impl Authority {
                     resource,
                 } => {
                     let response = self
-                        .refresh(&client, &refresh_token, scope, resource, &mut refused)
+                        .refresh(jkt, &client, &refresh_token, scope, resource, &mut refused)
                         .await?;
                     Ok((grant, response))
                 }
@@ -360,8 +409,9 @@ impl Authority {
         subject: &str,
         resource: &Resource,
         scope: ScopeSet,
-        delegation: Option<(Actor, UnixTime)>,
+        extras: Extras,
     ) -> Result<Issued, Error> {
+        let Extras { delegation, jkt } = extras;
         let now = self.clock.now();
         let mut ttl = resource
             .access_token_ttl
@@ -380,6 +430,7 @@ impl Authority {
             client_id: client.client_id.to_string(),
             scope: scope.to_string(),
             act: delegation.map(|(a, _)| a),
+            cnf: jkt.map(|jkt| Confirmation { jkt }),
         };
         let snapshot = self.keys.snapshot();
         let signer = snapshot
@@ -402,7 +453,11 @@ impl Authority {
         Ok(Issued {
             response: TokenResponse {
                 access_token,
-                token_type: "Bearer",
+                token_type: if claims.cnf.is_some() {
+                    "DPoP"
+                } else {
+                    "Bearer"
+                },
                 expires_in: ttl,
                 scope: claims.scope,
                 refresh_token: None,
@@ -462,6 +517,7 @@ mod tests {
             keys: None,
             redirect_uris: vec![],
             may_act_for: vec![],
+            require_dpop: false,
             origin: ClientOrigin::Admin,
             registration_token: None,
             created_at: 0,

@@ -189,6 +189,14 @@ impl SigningKey {
         Ok(out)
     }
 
+    /// Signs raw JWS signing input; returns it and the base64url signature.
+    /// For building JWS with custom headers (DPoP proofs in tests and SDKs).
+    pub fn sign_detached_raw(&self, input: &[u8]) -> (Vec<u8>, String) {
+        let sig = self.signer.sign(input);
+        let b64 = URL_SAFE_NO_PAD.encode(&sig);
+        (sig, b64)
+    }
+
     /// A JWS with a detached payload (RFC 7515 Appendix F), as A2A signed
     /// Agent Cards use: returns the protected header and the signature, both
     /// base64url. The header carries `alg`, `kid` and `typ`.

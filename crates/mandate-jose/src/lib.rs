@@ -16,6 +16,7 @@
 //!   associated data so a ciphertext cannot be moved to another key's row.
 
 mod alg;
+pub mod dpop;
 mod error;
 mod jwk;
 mod jwt;

@@ -11,7 +11,6 @@ use std::path::Path;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use mandate_jose::MasterKey;
 use mandate_types::random_token;
 
 /// File holding the master key (base64url of 32 bytes).
@@ -82,7 +81,7 @@ fn read_or_create(
 
 /// The master key from `MANDATE_MASTER_KEY` (32 bytes as base64 or 64 hex
 /// digits) or the data directory.
-pub fn master_key(dir: &Path, from_env: Option<String>) -> Result<MasterKey, BootstrapError> {
+pub fn master_key(dir: &Path, from_env: Option<String>) -> Result<[u8; 32], BootstrapError> {
     let (text, source) = match from_env {
         Some(v) => (v, "MANDATE_MASTER_KEY"),
         None => (
@@ -104,7 +103,7 @@ pub fn master_key(dir: &Path, from_env: Option<String>) -> Result<MasterKey, Boo
             "{source} must hold 32 bytes as base64 or 64 hex digits"
         ))
     })?;
-    Ok(MasterKey::from_bytes(&bytes))
+    Ok(bytes)
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {

@@ -46,6 +46,8 @@ pub fn classify(e: &Error) -> (StatusCode, OAuthErrorCode, Option<&'static str>)
             Some("Bearer error=\"invalid_token\""),
         ),
         Error::InvalidPushedRequest { code, .. } => (StatusCode::BAD_REQUEST, *code, None),
+        Error::InvalidDpopProof(_) => (StatusCode::BAD_REQUEST, C::InvalidDpopProof, None),
+        Error::UseDpopNonce { .. } => (StatusCode::BAD_REQUEST, C::UseDpopNonce, None),
         Error::AccessDeniedPage => (StatusCode::FORBIDDEN, C::AccessDenied, None),
         Error::RegistrationClosed => (StatusCode::FORBIDDEN, C::AccessDenied, None),
         Error::InvalidClientMetadata(_) => {
@@ -82,6 +84,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
+        }
+        if let Error::UseDpopNonce { nonce } = &self.0 {
+            if let Ok(v) = HeaderValue::from_str(nonce) {
+                response.headers_mut().insert("dpop-nonce", v);
+            }
         }
         response.extensions_mut().insert(code);
         response

@@ -118,3 +118,29 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         })
     }
 }
+
+/// The `DPoP` header (RFC 9449 §4.1): at most one, bounded, ASCII.
+pub struct Dpop(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Dpop {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let bad = |why: &'static str| ApiError(mandate_core::Error::InvalidDpopProof(why.into()));
+        let mut values = parts.headers.get_all("dpop").iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(bad("more than one DPoP header"));
+        }
+        match first {
+            None => Ok(Self(None)),
+            Some(v) if v.len() > mandate_jose::dpop::MAX_PROOF_LEN => {
+                Err(bad("DPoP header too long"))
+            }
+            Some(v) => v
+                .to_str()
+                .map(|s| Self(Some(s.to_owned())))
+                .map_err(|_| bad("DPoP header is not ASCII")),
+        }
+    }
+}

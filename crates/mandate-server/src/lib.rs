@@ -119,7 +119,10 @@ pub async fn start(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RunningServer, StartError> {
     bootstrap::ensure_data_dir(&config.data_dir)?;
-    let master = bootstrap::master_key(&config.data_dir, env("MANDATE_MASTER_KEY"))?;
+    let master_bytes = bootstrap::master_key(&config.data_dir, env("MANDATE_MASTER_KEY"))?;
+    let master = mandate_jose::MasterKey::from_bytes(&master_bytes);
+    // Replicas share the master key, so they agree on DPoP nonces too.
+    let dpop_nonce_key = mandate_core::dpop::derive_nonce_key(&master_bytes);
     let admin_token = bootstrap::admin_token(&config.data_dir, env("MANDATE_ADMIN_TOKEN"))?;
     let store = Arc::new(SqlStore::connect(&config.effective_database_url()).await?);
     // Clients and resources are cached for the hot path; see mandate_core::cache.
@@ -153,6 +156,8 @@ pub async fn start(
         max_assertion_lifetime: config.client_assertion_max_lifetime,
         leeway: config.leeway,
         max_delegation_depth: config.max_delegation_depth,
+        dpop_nonce_key,
+        dpop_nonce_required: config.dpop_nonce,
         refresh_idle_ttl: config.refresh_token_idle_ttl,
         refresh_absolute_ttl: config.refresh_token_absolute_ttl,
         registration: RegistrationPolicy {
@@ -365,6 +370,7 @@ async fn apply_config(authority: &Authority, config: &Config) -> Result<(), Star
             keys: c.keys.clone(),
             redirect_uris: c.redirect_uris.clone(),
             may_act_for: c.may_act_for.clone(),
+            require_dpop: c.require_dpop,
             origin: ClientOrigin::Config,
             registration_token: None,
             created_at: existing.map_or_else(|| authority.clock().now(), |e| e.created_at),

@@ -10,7 +10,7 @@ use mandate_core::registration::ClientMetadata;
 use mandate_core::Error;
 
 use crate::errors::{no_store, ApiError};
-use crate::extract::{Authorization, JsonBody, OAuthForm};
+use crate::extract::{Authorization, Dpop, JsonBody, OAuthForm};
 use crate::ops;
 use crate::state::AppState;
 
@@ -41,9 +41,13 @@ pub fn router() -> Router<AppState> {
 async fn token(
     State(s): State<AppState>,
     Authorization(auth): Authorization,
+    Dpop(dpop): Dpop,
     OAuthForm(form): OAuthForm,
 ) -> Result<Response, ApiError> {
-    let (grant, response) = s.authority.token(auth.as_deref(), &form).await?;
+    let (grant, response) = s
+        .authority
+        .token(auth.as_deref(), dpop.as_deref(), &form)
+        .await?;
     s.metrics.token_issued(grant.as_str());
     Ok((no_store(), Json(response)).into_response())
 }

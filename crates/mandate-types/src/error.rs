@@ -21,6 +21,10 @@ pub enum OAuthErrorCode {
     InvalidTarget,
     /// RFC 6750: the access token is missing, expired, revoked or malformed.
     InvalidToken,
+    /// RFC 9449: the DPoP proof is invalid.
+    InvalidDpopProof,
+    /// RFC 9449: the server requires a DPoP nonce.
+    UseDpopNonce,
     /// RFC 6749 §4.1.2.1: the server does not support this response type.
     UnsupportedResponseType,
     /// RFC 6749: the resource owner or server denied the request.
@@ -49,6 +53,8 @@ impl OAuthErrorCode {
             Self::InvalidScope => "invalid_scope",
             Self::InvalidTarget => "invalid_target",
             Self::InvalidToken => "invalid_token",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::UseDpopNonce => "use_dpop_nonce",
             Self::UnsupportedResponseType => "unsupported_response_type",
             Self::AccessDenied => "access_denied",
             Self::InvalidClientMetadata => "invalid_client_metadata",

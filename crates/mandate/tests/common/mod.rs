@@ -368,3 +368,34 @@ impl Harness {
         panic!("the expected audit event never arrived");
     }
 }
+
+impl ClientKey {
+    /// A DPoP proof (RFC 9449 §4.2) for `method` `url`, with optional nonce and token.
+    pub fn dpop_proof(
+        &self,
+        method: &str,
+        url: &str,
+        iat: i64,
+        nonce: Option<&str>,
+        token: Option<&str>,
+    ) -> String {
+        let mut jwk = serde_json::to_value(self.public()).unwrap();
+        jwk.as_object_mut().unwrap().remove("kid");
+        let header = json!({"typ": "dpop+jwt", "alg": self.key.alg().as_str(), "jwk": jwk});
+        let mut claims =
+            json!({"jti": mandate_types::random_token(12), "htm": method, "htu": url, "iat": iat});
+        if let Some(n) = nonce {
+            claims["nonce"] = json!(n);
+        }
+        if let Some(t) = token {
+            claims["ath"] = json!(mandate_jose::dpop::access_token_hash(t));
+        }
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let (_, sig) = self.key.sign_detached_raw(input.as_bytes());
+        format!("{input}.{sig}")
+    }
+}

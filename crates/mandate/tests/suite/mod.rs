@@ -2,6 +2,7 @@ mod admin;
 mod authorization_code;
 mod client_auth;
 mod delegation;
+mod dpop;
 mod gateway;
 mod introspection;
 mod keys;
