@@ -10,7 +10,13 @@ use crate::raw::RawGateway;
 use crate::{duration, err, ConfigError};
 
 /// Paths the authorization server owns; no route may shadow them.
-const RESERVED: [&str; 9] = [
+const RESERVED: [&str; 15] = [
+    "/authorize",
+    "/par",
+    "/login",
+    "/consent",
+    "/grants",
+    "/logout",
     "/token",
     "/introspect",
     "/revoke",

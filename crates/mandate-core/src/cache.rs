@@ -251,6 +251,14 @@ impl Store for CachedStore {
         self.inner.insert_refresh(hash, record, expires_at).await
     }
 
+    async fn peek_refresh(
+        &self,
+        hash: &str,
+        now: UnixTime,
+    ) -> Result<Option<RefreshRecord>, StoreError> {
+        self.inner.peek_refresh(hash, now).await
+    }
+
     async fn use_refresh(&self, hash: &str, now: UnixTime) -> Result<RefreshUse, StoreError> {
         self.inner.use_refresh(hash, now).await
     }

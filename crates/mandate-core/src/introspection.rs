@@ -69,6 +69,30 @@ impl Authority {
         })
     }
 
+    /// Revokes the family of one of our refresh tokens; unknown tokens are fine.
+    async fn revoke_refresh_token(
+        &self,
+        client: &crate::model::Client,
+        token: &str,
+    ) -> Result<(), Error> {
+        let hash = crate::authorize::digest(token);
+        let Some(record) = self.store.peek_refresh(&hash, self.clock.now()).await? else {
+            return Ok(());
+        };
+        let mut event = self.event("refresh.revoked", Outcome::Success);
+        event.client_id = Some(client.client_id.to_string());
+        event.subject = Some(record.user_id.clone());
+        event.audience = Some(record.resource.to_string());
+        if record.client_id != client.client_id {
+            let error = Error::UnauthorizedClient("token was issued to another client".into());
+            event.outcome = Outcome::Failure;
+            self.audit_refusal(event, &error).await;
+            return Err(error);
+        }
+        self.store.revoke_refresh_family(&record.family).await?;
+        self.audit.record(event).await
+    }
+
     /// RFC 7009. Unknown and invalid tokens are answered with success (§2.2);
     /// a token issued to another client is refused.
     pub async fn revoke(
@@ -84,7 +108,7 @@ impl Authority {
         // token_type_hint is optional and only a hint; we revoke access tokens.
         form.single("token_type_hint")?;
         let Some(claims) = self.verify_access_token(token).await else {
-            return Ok(());
+            return self.revoke_refresh_token(&client, token).await;
         };
         let mut event = self.event("token.revoked", Outcome::Success);
         event.client_id = Some(client.client_id.to_string());

@@ -278,7 +278,12 @@ impl Authority {
             return Err(bad_metadata("client_name too long"));
         }
         let known = self.known_scopes().await?;
-        let scopes = match m.scope {
+        // An empty `scope` (MCP SDKs send one) means "no preference". A client
+        // whose tokens all rest on a user's consent gets every known scope as
+        // its ceiling, so it can step up later; consent is the real limit.
+        let consented_only = !grant_types.contains(&GrantType::ClientCredentials);
+        let scopes = match m.scope.filter(|s| !s.trim().is_empty()) {
+            Some(_) if consented_only => known,
             Some(s) => {
                 let s = ScopeSet::parse(&s).map_err(|e| bad_metadata(e.to_string()))?;
                 let unknown = s.difference(&known);

@@ -131,6 +131,12 @@ pub trait Store: Send + Sync + 'static {
         record: &RefreshRecord,
         expires_at: UnixTime,
     ) -> Result<(), StoreError>;
+    /// Reads an unspent, unexpired refresh token's record without spending it.
+    async fn peek_refresh(
+        &self,
+        hash: &str,
+        now: UnixTime,
+    ) -> Result<Option<RefreshRecord>, StoreError>;
     /// Spends a refresh token: atomically marks it used and returns its record,
     /// or says it was already used (reuse) or is unknown.
     async fn use_refresh(&self, hash: &str, now: UnixTime) -> Result<RefreshUse, StoreError>;

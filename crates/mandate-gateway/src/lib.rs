@@ -222,6 +222,12 @@ impl Gateway {
             .iter()
             .chain(route.policy.operations.values().flat_map(|s| s.iter()))
             .chain(route.skills.values().flat_map(|s| s.iter()))
+            .chain(route.policy.mcp.iter().flat_map(|m| {
+                m.levels
+                    .values()
+                    .chain(m.tools.values().map(|t| &t.scopes))
+                    .flat_map(|s| s.iter())
+            }))
             .map(|s| s.as_str())
             .collect();
         let mut r = json_response(

@@ -593,6 +593,22 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn peek_refresh(
+        &self,
+        hash: &str,
+        now: UnixTime,
+    ) -> Result<Option<RefreshRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT doc FROM refresh_tokens WHERE hash = $1 AND used = 0 AND expires_at > $2",
+        )
+        .bind(hash.to_owned())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|r| decode_doc("refresh_tokens", &r)).transpose()
+    }
+
     async fn use_refresh(&self, hash: &str, now: UnixTime) -> Result<RefreshUse, StoreError> {
         let spent = sqlx::query(
             "UPDATE refresh_tokens SET used = 1 WHERE hash = $1 AND used = 0 AND expires_at > $2 RETURNING doc",

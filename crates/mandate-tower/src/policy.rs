@@ -189,14 +189,22 @@ impl Guard {
         let verified = match (resource.public, token) {
             (true, _) => None,
             (false, None) => {
+                // The scope to start with: the resource's, or for an MCP
+                // resource without one, what reading its tools takes.
+                let start = match &resource.mcp {
+                    Some(m) if resource.scopes.is_empty() => {
+                        m.levels.get(&mcp::Level::Read).cloned().unwrap_or_default()
+                    }
+                    _ => resource.scopes.clone(),
+                };
                 return Err(Denial {
                     status: StatusCode::UNAUTHORIZED,
-                    challenge: Some(challenge(resource, None, Some(&resource.scopes), None)),
+                    challenge: Some(challenge(resource, None, Some(&start), None)),
                     reason: "no_token",
                     description: "a bearer token is required".into(),
                     jsonrpc: None,
                     missing_scope: None,
-                })
+                });
             }
             (false, Some(t)) => Some(
                 self.verifier

@@ -283,9 +283,36 @@ async fn full_flow_with_consent_and_refresh(db: &TestDb) {
         400,
         "invalid_scope",
     );
-    // That failed refresh spent the second token; get a third by re-authorizing.
+    // That refusal did not spend the second token: a plain refresh still works.
+    let (s, _, third) = refresh(second_refresh.clone(), None).await;
+    assert_eq!(s, StatusCode::OK, "{third}");
+    let third_refresh = third["refresh_token"].as_str().unwrap().to_owned();
+    // Reusing the first (rotated) token revokes the whole family, the third too.
     assert_oauth_error(
         &refresh(first_refresh.clone(), None).await,
+        400,
+        "invalid_grant",
+    );
+    assert_oauth_error(
+        &refresh(third_refresh.clone(), None).await,
+        400,
+        "invalid_grant",
+    );
+    // RFC 7009 revocation of a refresh token (a new family from remembered consent).
+    let again = b.get(&authorize_path(&[("scope", "read")])).await;
+    let (_, _, fresh) = redeem(&h, &again.query("code").unwrap(), VERIFIER).await;
+    let fresh_refresh = fresh["refresh_token"].as_str().unwrap().to_owned();
+    let revoke = [
+        ("token", fresh_refresh.as_str()),
+        ("client_id", "mcp-host"),
+        ("token_type_hint", "refresh_token"),
+    ];
+    assert_eq!(
+        h.post_form("/revoke", &revoke, None).await.0,
+        StatusCode::OK
+    );
+    assert_oauth_error(
+        &refresh(fresh_refresh.clone(), None).await,
         400,
         "invalid_grant",
     );
