@@ -287,6 +287,7 @@ mod tests {
             policy: ProtectedResource {
                 resource: "https://expense.example".into(),
                 resource_metadata: "x".into(),
+                public_origin: "https://gw.example".into(),
                 protocol: Protocol::A2a,
                 scopes: ScopeSet::parse("expense:read").unwrap(),
                 operations: [(

@@ -131,6 +131,29 @@ impl CardSigner for KeyringSigner {
     }
 }
 
+/// DPoP proof ids: a memory fast path for this replica, then the store, so a
+/// proof used at one replica is refused at the others.
+struct StoreReplay {
+    memory: mandate_tower::MemoryReplay,
+    store: Arc<dyn Store>,
+}
+
+#[async_trait]
+impl mandate_tower::ProofReplay for StoreReplay {
+    async fn first_use(&self, key: &str, expires_at: i64) -> bool {
+        if !self.memory.first_use(key, expires_at).await {
+            return false;
+        }
+        match self.store.use_once("dpop_resource", key, expires_at).await {
+            Ok(first) => first,
+            Err(e) => {
+                tracing::error!(error = %e, "DPoP replay check failed; refusing the proof");
+                false
+            }
+        }
+    }
+}
+
 struct StoreScopes(Arc<dyn Store>);
 
 #[async_trait]
@@ -199,6 +222,7 @@ pub fn build(
                     "{}/.well-known/oauth-protected-resource{}",
                     g.public_url, r.path
                 ),
+                public_origin: g.public_url.clone(),
                 protocol: r.protocol,
                 scopes: r.scopes.clone(),
                 operations: r.operations.clone(),
@@ -234,7 +258,10 @@ pub fn build(
     };
     Ok(Some(Arc::new(Gateway::new(
         RouteTable::new(routes),
-        Arc::new(Guard::new(verifier)),
+        Arc::new(Guard::new(verifier).with_replay(Arc::new(StoreReplay {
+            memory: mandate_tower::MemoryReplay::default(),
+            store: Arc::clone(&store),
+        }))),
         Arc::clone(&clock),
         settings,
         Arc::new(KeyringSigner {

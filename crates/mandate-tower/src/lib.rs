@@ -24,7 +24,9 @@ pub mod token;
 
 pub use a2a::A2aOperation;
 pub use guard::{GuardLayer, GuardService, ResponseFuture, DEFAULT_MAX_BODY};
-pub use policy::{Allowed, Denial, Guard, ProtectedResource, Protocol, RequestView};
+pub use policy::{
+    Allowed, Denial, Guard, MemoryReplay, ProofReplay, ProtectedResource, Protocol, RequestView,
+};
 pub use token::{
     KeySource, NoRevocation, RevocationList, TokenError, TokenVerifier, TrustedIssuer,
     VerifiedAccessToken,

@@ -41,6 +41,9 @@ pub struct ProtectedResource {
     pub resource: String,
     /// Its RFC 9728 metadata URL, sent in every challenge.
     pub resource_metadata: String,
+    /// The origin clients reach it at (`https://gw.example`): DPoP proofs'
+    /// `htu` is this plus the request path.
+    pub public_origin: String,
     /// What it speaks.
     pub protocol: Protocol,
     /// Scopes every call needs.
@@ -141,7 +144,39 @@ pub struct RequestView<'a> {
 /// Verification plus policy.
 pub struct Guard {
     verifier: TokenVerifier,
+    replay: Arc<dyn ProofReplay>,
 }
+
+/// Where DPoP proof ids are recorded so a proof is used once (RFC 9449 §11.1).
+#[async_trait::async_trait]
+pub trait ProofReplay: Send + Sync + 'static {
+    /// `true` the first time `key` is seen before `expires_at`.
+    async fn first_use(&self, key: &str, expires_at: UnixTime) -> bool;
+}
+
+/// Proof ids in memory: right for one process (the gateway uses the store).
+#[derive(Default)]
+pub struct MemoryReplay(std::sync::Mutex<HashMap<String, UnixTime>>);
+
+/// Most proof ids kept in memory.
+const MAX_REMEMBERED_PROOFS: usize = 100_000;
+
+#[async_trait::async_trait]
+impl ProofReplay for MemoryReplay {
+    async fn first_use(&self, key: &str, expires_at: UnixTime) -> bool {
+        let Ok(mut seen) = self.0.lock() else {
+            return false;
+        };
+        if seen.len() >= MAX_REMEMBERED_PROOFS {
+            let oldest = seen.values().min().copied().unwrap_or(0);
+            seen.retain(|_, e| *e > oldest);
+        }
+        seen.insert(key.to_owned(), expires_at).is_none()
+    }
+}
+
+/// Oldest DPoP proof a resource server accepts, seconds.
+const DPOP_MAX_AGE: i64 = 300;
 
 fn quote(s: &str) -> String {
     s.replace(['"', '\\'], "'")
@@ -150,7 +185,112 @@ fn quote(s: &str) -> String {
 impl Guard {
     /// A guard over a verifier.
     pub fn new(verifier: TokenVerifier) -> Self {
-        Self { verifier }
+        Self {
+            verifier,
+            replay: Arc::new(MemoryReplay::default()),
+        }
+    }
+
+    /// Uses `replay` for DPoP proof ids (to share them between replicas).
+    pub fn with_replay(mut self, replay: Arc<dyn ProofReplay>) -> Self {
+        self.replay = replay;
+        self
+    }
+
+    /// RFC 9449 §7: a bound token needs the DPoP scheme and a proof of
+    /// possession of its key; an unbound one may not use the DPoP scheme.
+    #[allow(clippy::result_large_err, clippy::too_many_arguments)]
+    async fn check_binding(
+        &self,
+        resource: &ProtectedResource,
+        token: &str,
+        verified: &VerifiedAccessToken,
+        dpop_scheme: bool,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        now: UnixTime,
+    ) -> Result<(), Denial> {
+        let refuse = |error: &'static str, reason: &'static str, description: &str| {
+            Denial {
+            status: StatusCode::UNAUTHORIZED,
+            challenge: Some(format!(
+                "DPoP error=\"{error}\", error_description=\"{}\", algs=\"EdDSA ES256 RS256\", resource_metadata=\"{}\"",
+                quote(description),
+                quote(&resource.resource_metadata)
+            )),
+            reason,
+            description: description.to_owned(),
+            jsonrpc: None,
+            missing_scope: None,
+        }
+        };
+        let Some(jkt) = &verified.jkt else {
+            if dpop_scheme {
+                return Err(refuse(
+                    "invalid_token",
+                    "dpop_unbound_token",
+                    "the token is not DPoP-bound",
+                ));
+            }
+            return Ok(());
+        };
+        if !dpop_scheme {
+            return Err(refuse(
+                "invalid_token",
+                "dpop_bound_as_bearer",
+                "a DPoP-bound token needs the DPoP scheme and a proof",
+            ));
+        }
+        let mut proofs = headers.get_all("dpop").iter();
+        let (Some(proof), None) = (proofs.next(), proofs.next()) else {
+            return Err(refuse(
+                "invalid_dpop_proof",
+                "dpop_proof_missing",
+                "exactly one DPoP proof is required",
+            ));
+        };
+        let proof = proof.to_str().map_err(|_| {
+            refuse(
+                "invalid_dpop_proof",
+                "dpop_proof_malformed",
+                "the DPoP proof is not ASCII",
+            )
+        })?;
+        let url = format!("{}{}", resource.public_origin, uri.path());
+        let ctx = mandate_jose::dpop::DpopContext {
+            method: method.as_str(),
+            url: &url,
+            now,
+            max_age: DPOP_MAX_AGE,
+            leeway: 30,
+            access_token: Some(token),
+            nonces: None,
+        };
+        let proved = mandate_jose::dpop::verify_proof(proof, &ctx)
+            .map_err(|e| refuse("invalid_dpop_proof", "dpop_proof_invalid", &e.to_string()))?;
+        if &proved.jkt != jkt {
+            return Err(refuse(
+                "invalid_token",
+                "dpop_key_mismatch",
+                "the proof is signed by another key than the token is bound to",
+            ));
+        }
+        if !self
+            .replay
+            .first_use(
+                &format!("{} {}", proved.jkt, proved.jti),
+                proved.iat + DPOP_MAX_AGE + 30,
+            )
+            .await
+        {
+            return Err(refuse(
+                "invalid_dpop_proof",
+                "dpop_proof_replayed",
+                "the DPoP proof was already used",
+            ));
+        }
+        Ok(())
     }
 
     /// Whether [`Guard::decide`] needs the request body to find the operation:
@@ -206,12 +346,25 @@ impl Guard {
                     missing_scope: None,
                 });
             }
-            (false, Some(t)) => Some(
-                self.verifier
+            (false, Some((t, dpop_scheme))) => {
+                let verified = self
+                    .verifier
                     .verify(t, &resource.resource, now)
                     .await
-                    .map_err(|e| invalid_token(resource, e))?,
-            ),
+                    .map_err(|e| invalid_token(resource, e))?;
+                self.check_binding(
+                    resource,
+                    t,
+                    &verified,
+                    dpop_scheme,
+                    method,
+                    uri,
+                    headers,
+                    now,
+                )
+                .await?;
+                Some(verified)
+            }
         };
         let malformed = |code: i64, message: &'static str, reason: &'static str| Denial {
             status: StatusCode::BAD_REQUEST,
@@ -366,7 +519,7 @@ fn bearer_token<'h>(
     resource: &ProtectedResource,
     headers: &'h HeaderMap,
     uri: &Uri,
-) -> Result<Option<&'h str>, Denial> {
+) -> Result<Option<(&'h str, bool)>, Denial> {
     let in_query = uri.query().is_some_and(|q| {
         q.split('&')
             .any(|p| p.split('=').next() == Some("access_token"))
@@ -406,7 +559,8 @@ fn bearer_token<'h>(
     let Some((scheme, token)) = value.split_once(' ') else {
         return Ok(None);
     };
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let dpop = scheme.eq_ignore_ascii_case("dpop");
+    if !dpop && !scheme.eq_ignore_ascii_case("bearer") {
         return Ok(None);
     }
     let token = token.trim();
@@ -423,5 +577,5 @@ fn bearer_token<'h>(
             "malformed bearer token",
         ));
     }
-    Ok(Some(token))
+    Ok(Some((token, dpop)))
 }

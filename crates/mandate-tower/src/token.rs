@@ -39,6 +39,8 @@ pub struct VerifiedAccessToken {
     pub jti: Option<String>,
     /// The delegation chain from `act` (RFC 8693): current actor first.
     pub actors: Vec<String>,
+    /// `cnf.jkt`: the DPoP key the token is bound to (RFC 9449 §6).
+    pub jkt: Option<String>,
 }
 
 /// Why a token was refused. Each maps to `invalid_token` (401).
@@ -147,6 +149,13 @@ struct Claims {
     jti: Option<String>,
     #[serde(default)]
     act: Option<Act>,
+    #[serde(default)]
+    cnf: Option<Cnf>,
+}
+
+#[derive(Deserialize)]
+struct Cnf {
+    jkt: Option<String>,
 }
 
 /// Bounded on parse: deeper chains are refused as malformed.
@@ -321,6 +330,7 @@ impl TokenVerifier {
             next = a.act.as_deref();
         }
         Ok(VerifiedAccessToken {
+            jkt: claims.cnf.and_then(|c| c.jkt),
             actors,
             issuer: claims.iss,
             subject: claims.sub.ok_or(TokenError::Malformed)?,

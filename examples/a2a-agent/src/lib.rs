@@ -34,6 +34,7 @@ pub fn policy(audience: &str, metadata_url: &str) -> ProtectedResource {
     ProtectedResource {
         resource: audience.to_owned(),
         resource_metadata: metadata_url.to_owned(),
+        public_origin: "http://127.0.0.1:9001".to_owned(),
         protocol: Protocol::A2a,
         scopes: scope("expense:read"),
         operations: HashMap::from([(A2aOperation::SendMessage, scope("expense:submit"))]),

@@ -129,3 +129,116 @@ async fn binding_nonces_and_replay(db: &TestDb) {
         .is_some_and(|a| !a.is_empty()));
 }
 for_each_backend!(binding_nonces_and_replay, binding_nonces_and_replay);
+
+/// The gateway demands proof of possession for bound tokens (RFC 9449 §7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_checks_proof_of_possession() {
+    let up = crate::common::upstream::Upstream::start().await;
+    let db = TestDb::sqlite();
+    let toml: &'static str = Box::leak(
+        format!("[[gateway.routes]]\npath = \"/agents/pay\"\nupstream = \"{}\"\nresource = \"{API}\"\nscopes = [\"read\"]\n", up.url())
+            .into_boxed_str(),
+    );
+    let h = Harness::start_with(&db, toml, &[("MANDATE_UNUSED", "")]).await;
+    let key = ClientKey::new(SigningAlg::EdDSA);
+    let now = h.clock.now();
+    let token_url = format!("{ISSUER}/token");
+    let nonce = token_with_proof(
+        &h,
+        "agent-basic",
+        Some(&key.dpop_proof("POST", &token_url, now, None, None)),
+    )
+    .await
+    .1["dpop-nonce"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let bound = token_with_proof(
+        &h,
+        "agent-basic",
+        Some(&key.dpop_proof("POST", &token_url, now, Some(&nonce), None)),
+    )
+    .await
+    .2["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = "/agents/pay/tasks/1";
+    let htu = format!("{ISSUER}{path}");
+    let call = |scheme: &'static str, token: String, proof: Option<String>| {
+        let h = &h;
+        async move {
+            let mut req = h
+                .http
+                .get(format!("{}{path}", h.base))
+                .header("authorization", format!("{scheme} {token}"));
+            if let Some(p) = proof {
+                req = req.header("dpop", p);
+            }
+            let resp = req.send().await.unwrap();
+            let challenge = resp
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            (resp.status(), challenge)
+        }
+    };
+    // Stolen and replayed as a bearer token: refused.
+    let (s, c) = call("Bearer", bound.clone(), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(c.starts_with("DPoP ") && c.contains("invalid_token"), "{c}");
+    // With the key: accepted once.
+    let proof = key.dpop_proof("GET", &htu, now, None, Some(&bound));
+    assert_eq!(
+        call("DPoP", bound.clone(), Some(proof.clone())).await.0,
+        StatusCode::OK
+    );
+    let (s, c) = call("DPoP", bound.clone(), Some(proof)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "replayed proof");
+    assert!(c.contains("invalid_dpop_proof"), "{c}");
+    // A proof from another key, for another URL, without ath, or none at all.
+    let thief = ClientKey::new(SigningAlg::EdDSA);
+    for (why, proof) in [
+        (
+            "other key",
+            Some(thief.dpop_proof("GET", &htu, now, None, Some(&bound))),
+        ),
+        (
+            "other url",
+            Some(key.dpop_proof(
+                "GET",
+                &format!("{ISSUER}/agents/pay/other"),
+                now,
+                None,
+                Some(&bound),
+            )),
+        ),
+        ("no ath", Some(key.dpop_proof("GET", &htu, now, None, None))),
+        ("no proof", None),
+    ] {
+        assert_eq!(
+            call("DPoP", bound.clone(), proof).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{why}"
+        );
+    }
+    // An unbound token may not use the DPoP scheme; as Bearer it is fine.
+    let plain = h.access_token().await;
+    assert_eq!(
+        call(
+            "DPoP",
+            plain.clone(),
+            Some(key.dpop_proof("GET", &htu, now, None, Some(&plain)))
+        )
+        .await
+        .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(call("Bearer", plain, None).await.0, StatusCode::OK);
+    assert_eq!(
+        up.count(),
+        2,
+        "only the two good calls reached the upstream"
+    );
+}

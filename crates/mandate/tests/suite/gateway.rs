@@ -554,6 +554,7 @@ async fn guard_layer_matches_gateway() {
     let resource = ProtectedResource {
         resource: API.into(),
         resource_metadata: format!("{ISSUER}/.well-known/oauth-protected-resource{ROUTE}"),
+        public_origin: ISSUER.into(),
         protocol: Protocol::A2a,
         scopes: mandate_types::ScopeSet::parse("read").unwrap(),
         operations: [
