@@ -176,6 +176,7 @@ impl Authority {
                 Extras {
                     delegation: Some((actor, subject.exp)),
                     jkt,
+                    parent_jti: Some(subject.jti.clone()),
                 },
             )
             .await?;

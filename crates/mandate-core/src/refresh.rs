@@ -97,6 +97,7 @@ impl Authority {
                 Extras {
                     delegation: None,
                     jkt,
+                    parent_jti: None,
                 },
             )
             .await?;
@@ -227,6 +228,7 @@ impl Authority {
                 Extras {
                     delegation: None,
                     jkt,
+                    parent_jti: None,
                 },
             )
             .await?;

@@ -193,6 +193,8 @@ pub(crate) struct Extras {
     pub(crate) delegation: Option<(Actor, UnixTime)>,
     /// The DPoP key to bind to.
     pub(crate) jkt: Option<String>,
+    /// The `jti` of the token this one was exchanged from.
+    pub(crate) parent_jti: Option<String>,
 }
 
 /// An `act` claim: the current actor, and the chain before it.
@@ -302,6 +304,7 @@ impl Authority {
                             Extras {
                                 delegation: None,
                                 jkt,
+                                parent_jti: None,
                             },
                         )
                         .await?;
@@ -411,7 +414,11 @@ impl Authority {
         scope: ScopeSet,
         extras: Extras,
     ) -> Result<Issued, Error> {
-        let Extras { delegation, jkt } = extras;
+        let Extras {
+            delegation,
+            jkt,
+            parent_jti,
+        } = extras;
         let now = self.clock.now();
         let mut ttl = resource
             .access_token_ttl
@@ -447,7 +454,11 @@ impl Authority {
         event.jti = Some(claims.jti.clone());
         if let Some(act) = &claims.act {
             event.kind = "token.exchanged".into();
-            event.reason = Some(format!("acting chain: {}", act.describe()));
+            event.reason = Some(format!(
+                "acting chain: {}; exchanged from jti {}",
+                act.describe(),
+                parent_jti.as_deref().unwrap_or("-")
+            ));
         }
         self.audit.record(event).await?;
         Ok(Issued {

@@ -195,6 +195,12 @@ pub(crate) enum AuditCommand {
     },
     /// Check the whole hash chain; names the first broken link.
     Verify,
+    /// The delegation tree of a token: where it came from (token exchange)
+    /// and what was exchanged from it — who, for whom, with what, when.
+    Chain {
+        /// The token's `jti`.
+        jti: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -66,6 +66,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                         .await?,
                 ),
                 Command::Audit(AuditCommand::Verify) => audit_verify(&admin).await,
+                Command::Audit(AuditCommand::Chain { jti }) => audit_chain(&admin, jti).await,
                 Command::Audit(AuditCommand::Tail { lines, once }) => {
                     audit_tail(&admin, *lines, *once).await
                 }
@@ -429,6 +430,97 @@ async fn audit_verify(admin: &Admin) -> Result<()> {
         verifier.checked(),
         verifier.head_hash()
     );
+    Ok(())
+}
+
+/// Every issued or exchanged token's event, with the jti it came from.
+async fn token_events(admin: &Admin) -> Result<Vec<(Event, Option<String>)>> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = audit_page(admin, after, 5000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for e in page {
+            if e.event.kind != "token.issued" && e.event.kind != "token.exchanged" {
+                continue;
+            }
+            let parent = e
+                .event
+                .reason
+                .as_deref()
+                .and_then(|r| r.split("exchanged from jti ").nth(1))
+                .map(str::to_owned);
+            out.push((e, parent));
+        }
+    }
+    Ok(out)
+}
+
+fn describe(e: &Event) -> String {
+    let when = e.event.time_ms / 1000;
+    format!(
+        "{} [{}] for {} by client {} on {} scope \"{}\" at {}{}",
+        e.event.jti.as_deref().unwrap_or("?"),
+        e.event.kind,
+        e.event.subject.as_deref().unwrap_or("?"),
+        e.event.client_id.as_deref().unwrap_or("?"),
+        e.event.audience.as_deref().unwrap_or("?"),
+        e.event.scopes.as_deref().unwrap_or(""),
+        when,
+        e.event
+            .reason
+            .as_deref()
+            .and_then(|r| r.strip_prefix("acting chain: "))
+            .and_then(|r| r.split(';').next())
+            .map(|c| format!(" (acting: {c})"))
+            .unwrap_or_default(),
+    )
+}
+
+/// Prints the ancestors of `jti`, then its descendants as a tree.
+async fn audit_chain(admin: &Admin, jti: &str) -> Result<()> {
+    let events = token_events(admin).await?;
+    let by_jti = |j: &str| {
+        events
+            .iter()
+            .find(|(e, _)| e.event.jti.as_deref() == Some(j))
+    };
+    let Some(start) = by_jti(jti) else {
+        return Err(format!("no issued token with jti {jti} in the audit trail"));
+    };
+    let mut ancestors = Vec::new();
+    let mut parent = start.1.clone();
+    while let Some(p) = parent.filter(|p| p != "-") {
+        match by_jti(&p) {
+            Some(found) if ancestors.len() < 64 => {
+                ancestors.push(found);
+                parent = found.1.clone();
+            }
+            _ => break,
+        }
+    }
+    for (depth, (e, _)) in ancestors.iter().rev().enumerate() {
+        println!("{}{}", "  ".repeat(depth), describe(e));
+    }
+    let base = ancestors.len();
+    let mut stack = vec![(start, base)];
+    while let Some(((e, _), depth)) = stack.pop() {
+        let marker = if e.event.jti.as_deref() == Some(jti) {
+            "> "
+        } else {
+            ""
+        };
+        println!("{}{marker}{}", "  ".repeat(depth), describe(e));
+        for child in events
+            .iter()
+            .filter(|(_, p)| p.as_deref() == e.event.jti.as_deref())
+        {
+            if depth < 64 {
+                stack.push((child, depth + 1));
+            }
+        }
+    }
     Ok(())
 }
 

@@ -44,7 +44,7 @@ impl Served {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn write_config(dir: &Path, port: u16, admin_port: u16) {
+    fn write_config(dir: &Path, port: u16, admin_port: u16, extra: &str) {
         let config = format!(
             r#"
 listen = "127.0.0.1:{port}"
@@ -58,15 +58,20 @@ client_id = "agent"
 grant_types = ["client_credentials"]
 scopes = ["read"]
 secret_env = "AGENT_SECRET"
+{extra}
 "#
         );
         std::fs::write(dir.join("mandate.toml"), config).unwrap();
     }
 
     async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    async fn start_with(extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (port, admin_port) = (free_port(), free_port());
-        Self::write_config(dir.path(), port, admin_port);
+        Self::write_config(dir.path(), port, admin_port, extra);
         let mut s = Self {
             child: Self::spawn(dir.path()),
             dir,
@@ -317,4 +322,73 @@ async fn sigkill_under_load_loses_no_audited_token() {
         missing.len(),
         received.len()
     );
+}
+
+/// `mandate audit chain` prints where a token came from and what was made of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_chain_prints_the_delegation_tree() {
+    let exchange = "urn:ietf:params:oauth:grant-type:token-exchange";
+    let extra = format!(
+        "[[clients]]\nclient_id = \"research\"\ngrant_types = [\"{exchange}\"]\nscopes = [\"read\"]\nsecret_env = \"AGENT_SECRET\"\nmay_act_for = [\"agent\"]\n\
+         [[clients]]\nclient_id = \"payment\"\ngrant_types = [\"{exchange}\"]\nscopes = [\"read\"]\nsecret_env = \"AGENT_SECRET\"\nmay_act_for = [\"research\"]\n"
+    );
+    let served = Served::start_with(&extra).await;
+    let http = reqwest::Client::new();
+    let token = |client: &'static str, form: Vec<(&'static str, String)>| {
+        let http = http.clone();
+        let url = format!("{}/token", served.base());
+        async move {
+            let v: Value = http
+                .post(url)
+                .basic_auth(client, Some(SECRET))
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["access_token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{v}"))
+                .to_owned()
+        }
+    };
+    let exchange_form = |subject: &str| {
+        vec![
+            ("grant_type", exchange.to_owned()),
+            ("subject_token", subject.to_owned()),
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:access_token".to_owned(),
+            ),
+        ]
+    };
+    let t0 = token(
+        "agent",
+        vec![("grant_type", "client_credentials".to_owned())],
+    )
+    .await;
+    let t1 = token("research", exchange_form(&t0)).await;
+    let t2 = token("payment", exchange_form(&t1)).await;
+    let jti = |t: &str| claims_of(t)["jti"].as_str().unwrap().to_owned();
+    let (ok, out, err) = served.cli(&["audit", "chain", &jti(&t1)]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].starts_with(&jti(&t0)) && lines[0].contains("client agent"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("  > {}", jti(&t1))) && lines[1].contains("acting: research"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with(&format!("    {}", jti(&t2)))
+            && lines[2].contains("acting: payment <- research"),
+        "{out}"
+    );
+    let (ok, _, err) = served.cli(&["audit", "chain", "no-such-jti"]);
+    assert!(!ok && err.contains("no issued token"), "{err}");
 }
