@@ -144,6 +144,8 @@ pub struct Config {
     pub initial_access_token: Option<SecretHash>,
     /// Grants registered clients may have.
     pub registration_grant_types: BTreeSet<GrantType>,
+    /// Registrations per minute per client address.
+    pub registration_rate_limit: u32,
     /// The gateway (no routes: no gateway).
     pub gateway: GatewayConfig,
 }
@@ -381,9 +383,17 @@ impl Config {
             },
         };
 
+        let registration_rate_limit = reg.rate_limit.unwrap_or(20);
+        if registration_rate_limit == 0 {
+            return Err(err(
+                "registration.rate_limit",
+                "must be at least 1 per minute",
+            ));
+        }
         let gateway = gateway::gateway_config(raw.gateway, &issuer)?;
 
         Ok(Self {
+            registration_rate_limit,
             gateway,
             issuer,
             listen,

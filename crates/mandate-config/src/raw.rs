@@ -140,6 +140,7 @@ pub struct RawRegistration {
     pub mode: Option<String>,
     pub initial_access_token_env: Option<String>,
     pub grant_types: Option<Vec<String>>,
+    pub rate_limit: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

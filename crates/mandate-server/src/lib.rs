@@ -192,6 +192,9 @@ pub async fn start(
         metrics: Arc::new(ops::Metrics::new()),
         admin_token: Arc::new(ClientSecret::new(admin_token.clone()).hash()),
         secret_rotation_overlap: config.secret_rotation_overlap,
+        registration_limiter: Arc::new(mandate_gateway::card::RateLimiter::new(
+            config.registration_rate_limit,
+        )),
         gateway,
     };
     // The request timeout covers the server's own routes, not the gateway's

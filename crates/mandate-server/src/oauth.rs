@@ -1,7 +1,7 @@
 //! The public OAuth endpoints. Each handler extracts, makes one core call, and
 //! maps the result; the rules live in `mandate-core`.
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -92,9 +92,24 @@ fn metadata_from(value: serde_json::Value) -> Result<ClientMetadata, ApiError> {
 
 async fn register(
     State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Authorization(auth): Authorization,
     JsonBody(body): JsonBody<serde_json::Value>,
 ) -> Result<Response, ApiError> {
+    if let Err(wait) = s.registration_limiter.check(peer.ip()) {
+        let body = serde_json::json!({
+            "error": "temporarily_unavailable",
+            "error_description": "too many registrations from this address; try again later",
+        });
+        let retry =
+            HeaderValue::from_str(&wait.to_string()).unwrap_or(HeaderValue::from_static("60"));
+        return Ok((
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, retry)],
+            Json(body),
+        )
+            .into_response());
+    }
     let registered = s
         .authority
         .register(auth.as_deref(), metadata_from(body)?)

@@ -22,6 +22,8 @@ pub struct AppState {
     pub admin_token: Arc<SecretHash>,
     /// Default overlap of old client secrets on rotation, seconds.
     pub secret_rotation_overlap: i64,
+    /// Registrations per client address.
+    pub registration_limiter: Arc<mandate_gateway::card::RateLimiter>,
     /// The gateway, when routes are configured.
     pub gateway: Option<Arc<mandate_gateway::Gateway>>,
 }

@@ -174,3 +174,27 @@ for_each_backend!(
     open_mode_refuses_machine_identities,
     open_mode_refuses_machine_identities
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_is_rate_limited_per_address() {
+    let db = TestDb::sqlite();
+    let h = Harness::start_with(&db, "[registration]\nmode = \"open\"\nrate_limit = 3", &[]).await;
+    let body = json!({"grant_types": ["authorization_code"], "redirect_uris": ["http://127.0.0.1/cb"], "token_endpoint_auth_method": "none"});
+    for _ in 0..3 {
+        assert_eq!(
+            register(&h, None, body.clone()).await.0,
+            StatusCode::CREATED
+        );
+    }
+    let (s, headers, b) = register(&h, None, body).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{b}");
+    assert!(
+        headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(b["error"], "temporarily_unavailable");
+}
