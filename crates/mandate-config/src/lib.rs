@@ -146,6 +146,12 @@ pub struct Config {
     pub registration_grant_types: BTreeSet<GrantType>,
     /// Registrations per minute per client address.
     pub registration_rate_limit: u32,
+    /// Accept Client ID Metadata Documents (https URLs as client ids).
+    pub client_metadata_documents: bool,
+    /// Hosts whose documents may live on private addresses.
+    pub client_metadata_allowlist: Vec<String>,
+    /// DANGER, tests only: documents over http on loopback.
+    pub insecure_allow_http_client_metadata_on_loopback: bool,
     /// The gateway (no routes: no gateway).
     pub gateway: GatewayConfig,
 }
@@ -384,6 +390,10 @@ impl Config {
         };
 
         let registration_rate_limit = reg.rate_limit.unwrap_or(20);
+        let client_metadata_documents = reg.client_metadata_documents.unwrap_or(true);
+        let client_metadata_allowlist = reg.client_metadata_allowlist;
+        let insecure_allow_http_client_metadata_on_loopback =
+            reg.insecure_allow_http_client_metadata_on_loopback;
         if registration_rate_limit == 0 {
             return Err(err(
                 "registration.rate_limit",
@@ -394,6 +404,9 @@ impl Config {
 
         Ok(Self {
             registration_rate_limit,
+            client_metadata_documents,
+            client_metadata_allowlist,
+            insecure_allow_http_client_metadata_on_loopback,
             gateway,
             issuer,
             listen,

@@ -141,6 +141,11 @@ pub struct RawRegistration {
     pub initial_access_token_env: Option<String>,
     pub grant_types: Option<Vec<String>>,
     pub rate_limit: Option<u32>,
+    pub client_metadata_documents: Option<bool>,
+    #[serde(default)]
+    pub client_metadata_allowlist: Vec<String>,
+    #[serde(default)]
+    pub insecure_allow_http_client_metadata_on_loopback: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

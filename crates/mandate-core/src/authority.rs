@@ -65,6 +65,7 @@ pub struct Authority {
     pub(crate) keys: Arc<Keyring>,
     pub(crate) audit: AuditLog,
     pub(crate) fetcher: Arc<dyn JwksFetcher>,
+    pub(crate) documents: Arc<dyn crate::documents::ClientDocuments>,
     /// Compared against when a client does not exist, so that the time taken
     /// does not reveal which client ids are real.
     dummy_hash: SecretHash,
@@ -81,6 +82,7 @@ impl Authority {
         keys: Arc<Keyring>,
         audit: AuditLog,
         fetcher: Arc<dyn JwksFetcher>,
+        documents: Arc<dyn crate::documents::ClientDocuments>,
     ) -> Self {
         Self {
             settings,
@@ -89,6 +91,7 @@ impl Authority {
             keys,
             audit,
             fetcher,
+            documents,
             dummy_hash: ClientSecret::generate().hash(),
             dummy_password: std::sync::OnceLock::new(),
         }
@@ -183,7 +186,7 @@ impl Authority {
 
     async fn find_client(&self, raw: &str) -> Result<Option<Client>, Error> {
         match ClientId::parse(raw) {
-            Ok(id) => Ok(self.store.get_client(&id).await?),
+            Ok(id) => self.client(&id).await,
             Err(_) => Ok(None),
         }
     }

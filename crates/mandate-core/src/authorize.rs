@@ -375,7 +375,7 @@ impl Authority {
             .map_err(|_| page("client_id is repeated"))?
             .ok_or_else(|| page("the request names no client (client_id)"))?;
         let client = match ClientId::parse(client_id) {
-            Ok(id) => self.store.get_client(&id).await.map_err(internal)?,
+            Ok(id) => self.client(&id).await.map_err(internal)?,
             Err(_) => None,
         }
         .ok_or_else(|| page("the client is not registered here"))?;
@@ -619,8 +619,7 @@ impl Authority {
                 .map(Next::Redirect);
         }
         let client = self
-            .store
-            .get_client(&request.client_id)
+            .client(&request.client_id)
             .await?
             .ok_or(Error::NotFound("client"))?;
         let resource = self
@@ -727,7 +726,7 @@ impl Authority {
     pub async fn grants_of(&self, user_id: &str) -> Result<Vec<(Grant, Option<Client>)>, Error> {
         let mut out = Vec::new();
         for g in self.store.list_grants(user_id).await? {
-            let client = self.store.get_client(&g.client_id).await?;
+            let client = self.client(&g.client_id).await?;
             out.push((g, client));
         }
         Ok(out)

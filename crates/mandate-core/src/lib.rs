@@ -17,6 +17,7 @@ pub mod authority;
 pub mod authorize;
 pub mod cache;
 pub mod client_auth;
+pub mod documents;
 pub mod dpop;
 mod error;
 pub mod exchange;

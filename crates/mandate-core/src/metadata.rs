@@ -32,6 +32,7 @@ pub struct ServerMetadata {
     access_token_signing_alg_values_supported: Vec<&'static str>,
     code_challenge_methods_supported: Vec<&'static str>,
     dpop_signing_alg_values_supported: Vec<&'static str>,
+    client_id_metadata_document_supported: bool,
     authorization_response_iss_parameter_supported: bool,
 }
 
@@ -85,6 +86,9 @@ impl Authority {
             revocation_endpoint_auth_signing_alg_values_supported: algs,
             access_token_signing_alg_values_supported: vec![self.keys.settings().alg.as_str()],
             code_challenge_methods_supported: vec!["S256"],
+            client_id_metadata_document_supported: self
+                .documents
+                .handles("https://client.example/metadata.json"),
             dpop_signing_alg_values_supported: SigningAlg::ALL.iter().map(|a| a.as_str()).collect(),
             authorization_response_iss_parameter_supported: true,
         })

@@ -106,6 +106,8 @@ pub enum ClientOrigin {
     Admin,
     /// RFC 7591 dynamic registration.
     Registration,
+    /// A client ID metadata document (never stored).
+    Document,
 }
 
 /// A stored client secret: its hash, and when a rotated-out secret stops working.

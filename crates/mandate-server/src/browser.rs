@@ -145,13 +145,7 @@ async fn login_page_for(
     failed: Option<&str>,
 ) -> Response {
     let client = match &pending.then {
-        AfterLogin::Authorize(r) => s
-            .authority
-            .store()
-            .get_client(&r.client_id)
-            .await
-            .ok()
-            .flatten(),
+        AfterLogin::Authorize(r) => s.authority.client(&r.client_id).await.ok().flatten(),
         AfterLogin::Grants => None,
     };
     let (name, host) = match &client {

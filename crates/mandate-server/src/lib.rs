@@ -173,6 +173,17 @@ pub async fn start(
         Arc::clone(&keyring),
         audit,
         Arc::new(fetch::HttpJwksFetcher::new()?),
+        if config.client_metadata_documents {
+            if config.insecure_allow_http_client_metadata_on_loopback {
+                tracing::warn!("DANGER: client metadata documents over http on loopback are accepted (registration.insecure_allow_http_client_metadata_on_loopback)");
+            }
+            Arc::new(fetch::HttpClientDocuments::new(
+                config.client_metadata_allowlist.clone(),
+                config.insecure_allow_http_client_metadata_on_loopback,
+            ))
+        } else {
+            Arc::new(mandate_core::documents::NoClientDocuments)
+        },
     ));
     apply_config(&authority, config).await?;
     let revocations = Arc::new(gateway::StoreRevocations::default());

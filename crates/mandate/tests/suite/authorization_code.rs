@@ -716,3 +716,138 @@ async fn pushed_authorization_requests() {
     // Single use.
     assert_eq!(b.get(&path).await.status, StatusCode::BAD_REQUEST);
 }
+
+/// Client ID Metadata Documents: the client id is the URL of its document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_id_metadata_documents() {
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let doc = |client_id: String| {
+        json!({
+            "client_id": client_id,
+            "client_name": "Document Client",
+            "redirect_uris": ["http://127.0.0.1/callback"],
+            "grant_types": ["authorization_code"],
+            "token_endpoint_auth_method": "none",
+        })
+    };
+    let good = doc(format!("{base}/good.json"));
+    let liar = doc(format!("{base}/elsewhere.json"));
+    let secret = {
+        let mut d = doc(format!("{base}/secret.json"));
+        d["token_endpoint_auth_method"] = json!("client_secret_basic");
+        d
+    };
+    let app = axum::Router::new()
+        .route("/good.json", get(move || async move { axum::Json(good) }))
+        .route("/liar.json", get(move || async move { axum::Json(liar) }))
+        .route(
+            "/secret.json",
+            get(move || async move { axum::Json(secret) }),
+        )
+        .route(
+            "/redirect.json",
+            get(|| async { axum::response::Redirect::temporary("/good.json") }),
+        )
+        .route("/huge.json", get(|| async { "x".repeat(10_000) }));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let db = TestDb::sqlite();
+    let h = Harness::start_with(
+        &db,
+        "[registration]\ninsecure_allow_http_client_metadata_on_loopback = true",
+        &[],
+    )
+    .await;
+    let (s, _) = h
+        .admin_send(
+            Method::POST,
+            "/admin/users",
+            Some(json!({"username": "alice", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (_, _, meta) = h.get_json("/.well-known/oauth-authorization-server").await;
+    assert_eq!(meta["client_id_metadata_document_supported"], true);
+    let path = |doc: &str| {
+        let q: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("response_type", "code"),
+                ("client_id", &format!("{base}/{doc}")),
+                ("redirect_uri", "http://127.0.0.1:4000/callback"),
+                ("code_challenge", CHALLENGE),
+                ("code_challenge_method", "S256"),
+                ("resource", API),
+                ("scope", "read"),
+            ])
+            .finish();
+        format!("/authorize?{q}")
+    };
+    let mut b = Browser::new(&h);
+    let login = b.get(&path("good.json")).await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.body);
+    assert!(login.body.contains("Document Client"));
+    let consent = b
+        .post(
+            "/login",
+            &[
+                ("csrf", &login.hidden("csrf")),
+                ("request", &login.hidden("request")),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    let done = b
+        .post(
+            "/consent",
+            &[
+                ("csrf", &consent.hidden("csrf")),
+                ("request", &consent.hidden("request")),
+                ("scope", "read"),
+                ("decision", "approve"),
+            ],
+        )
+        .await;
+    let code = done.query("code").unwrap();
+    let (s, _, tokens) = h
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("client_id", &format!("{base}/good.json")),
+                ("code", &code),
+                ("redirect_uri", "http://127.0.0.1:4000/callback"),
+                ("code_verifier", VERIFIER),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{tokens}");
+    assert_eq!(
+        claims_of(tokens["access_token"].as_str().unwrap())["client_id"],
+        format!("{base}/good.json")
+    );
+    // Refused: a document naming another client id, shared secrets, redirects, oversized, missing.
+    for doc in [
+        "liar.json",
+        "secret.json",
+        "redirect.json",
+        "huge.json",
+        "missing.json",
+    ] {
+        let p = b.get(&path(doc)).await;
+        assert_eq!(p.status, StatusCode::BAD_REQUEST, "{doc}");
+        assert!(p.location.is_none(), "{doc}: never redirected");
+    }
+    // Without the danger setting, loopback documents are refused.
+    let db2 = TestDb::sqlite();
+    let strict = Harness::start_with(&db2, "", &[]).await;
+    let mut b2 = Browser::new(&strict);
+    assert_eq!(
+        b2.get(&path("good.json")).await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
