@@ -430,10 +430,26 @@ async fn grants(
     )
 }
 
-fn session_csrf_ok(session: &Session, form: &FormParams) -> bool {
-    form.single("csrf").ok().flatten().is_some_and(|c| {
+/// The session of a signed-in form post whose CSRF token matches, or the
+/// page to answer with (`signed_out` when there is no session).
+async fn signed_in_form(
+    s: &AppState,
+    headers: &HeaderMap,
+    form: &FormParams,
+    signed_out: fn() -> Response,
+) -> Result<(String, Session), Response> {
+    let (token, session) = session(s, headers).await.ok_or_else(signed_out)?;
+    let csrf_ok = form.single("csrf").ok().flatten().is_some_and(|c| {
         subtle::ConstantTimeEq::ct_eq(c.as_bytes(), session.csrf.as_bytes()).into()
-    })
+    });
+    if !csrf_ok {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "the form was not sent from this site",
+        ));
+    }
+    Ok((token, session))
 }
 
 async fn revoke_grant(
@@ -442,20 +458,17 @@ async fn revoke_grant(
     Path(id): Path<String>,
     OAuthForm(form): OAuthForm,
 ) -> Response {
-    let Some((_, session)) = session(&s, &headers).await else {
-        return error(
+    let signed_out = || {
+        error(
             StatusCode::UNAUTHORIZED,
             "Please sign in again",
             "your session has ended",
-        );
+        )
     };
-    if !session_csrf_ok(&session, &form) {
-        return error(
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "the form was not sent from this site",
-        );
-    }
+    let (_, session) = match signed_in_form(&s, &headers, &form, signed_out).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
     match s.authority.revoke_grant(&session.user_id, &id).await {
         Ok(()) => (
             StatusCode::SEE_OTHER,
@@ -476,16 +489,10 @@ async fn logout(
     headers: HeaderMap,
     OAuthForm(form): OAuthForm,
 ) -> Response {
-    let Some((token, session)) = session(&s, &headers).await else {
-        return redirect("/grants");
+    let (token, _) = match signed_in_form(&s, &headers, &form, || redirect("/grants")).await {
+        Ok(found) => found,
+        Err(page) => return page,
     };
-    if !session_csrf_ok(&session, &form) {
-        return error(
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "the form was not sent from this site",
-        );
-    }
     if s.authority.end_session(&token).await.is_err() {
         return unavailable();
     }

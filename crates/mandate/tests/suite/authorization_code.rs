@@ -106,6 +106,33 @@ impl<'h> Browser<'h> {
         self.send(req).await
     }
 
+    /// Submits the sign-in form of `page` as alice.
+    async fn sign_in(&mut self, page: &Page, password: &str) -> Page {
+        let form = [
+            ("csrf", page.hidden("csrf")),
+            ("request", page.hidden("request")),
+            ("username", "alice".to_owned()),
+            ("password", password.to_owned()),
+        ];
+        let req = self.http.post(format!("{}/login", self.h.base)).form(&form);
+        self.send(req).await
+    }
+
+    /// Approves the consent form of `page` with `scope` left checked.
+    async fn approve(&mut self, page: &Page, scope: &str) -> Page {
+        let form = [
+            ("csrf", page.hidden("csrf")),
+            ("request", page.hidden("request")),
+            ("scope", scope.to_owned()),
+            ("decision", "approve".to_owned()),
+        ];
+        let req = self
+            .http
+            .post(format!("{}/consent", self.h.base))
+            .form(&form);
+        self.send(req).await
+    }
+
     async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
         let req = self.http.post(format!("{}{path}", self.h.base)).form(form);
         self.send(req).await
@@ -190,17 +217,7 @@ async fn full_flow_with_consent_and_refresh(db: &TestDb) {
         .await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     // Right password: the consent page, every requested scope offered.
-    let consent = b
-        .post(
-            "/login",
-            &[
-                ("csrf", &login.hidden("csrf")),
-                ("request", &login.hidden("request")),
-                ("username", "alice"),
-                ("password", PASSWORD),
-            ],
-        )
-        .await;
+    let consent = b.sign_in(&login, PASSWORD).await;
     assert_eq!(consent.status, StatusCode::OK, "{}", consent.body);
     assert!(
         consent.body.contains("127.0.0.1"),
@@ -208,17 +225,7 @@ async fn full_flow_with_consent_and_refresh(db: &TestDb) {
     );
     assert!(consent.body.contains("Read things") && consent.body.contains("Write things"));
     // Grant fewer scopes than asked: only read.
-    let done = b
-        .post(
-            "/consent",
-            &[
-                ("csrf", &consent.hidden("csrf")),
-                ("request", &consent.hidden("request")),
-                ("scope", "read"),
-                ("decision", "approve"),
-            ],
-        )
-        .await;
+    let done = b.approve(&consent, "read").await;
     assert_eq!(done.status, StatusCode::FOUND);
     assert!(done
         .location
@@ -362,28 +369,9 @@ async fn reuse_of_a_rotated_refresh_token_revokes_the_family() {
 
 async fn authorize_and_redeem(h: &Harness, b: &mut Browser<'_>, scope: &'static str) -> Value {
     let login = b.get(&authorize_path(&[("scope", scope)])).await;
-    let next = b
-        .post(
-            "/login",
-            &[
-                ("csrf", &login.hidden("csrf")),
-                ("request", &login.hidden("request")),
-                ("username", "alice"),
-                ("password", PASSWORD),
-            ],
-        )
-        .await;
+    let next = b.sign_in(&login, PASSWORD).await;
     let done = if next.status == StatusCode::OK {
-        b.post(
-            "/consent",
-            &[
-                ("csrf", &next.hidden("csrf")),
-                ("request", &next.hidden("request")),
-                ("scope", scope),
-                ("decision", "approve"),
-            ],
-        )
-        .await
+        b.approve(&next, scope).await
     } else {
         next
     };
@@ -534,17 +522,7 @@ async fn negative_cases() {
         "bound to the browser that started it"
     );
     // Denying consent: access_denied back to the client.
-    let consent = b
-        .post(
-            "/login",
-            &[
-                ("csrf", &login.hidden("csrf")),
-                ("request", &login.hidden("request")),
-                ("username", "alice"),
-                ("password", PASSWORD),
-            ],
-        )
-        .await;
+    let consent = b.sign_in(&login, PASSWORD).await;
     let denied = b
         .post(
             "/consent",
@@ -591,17 +569,7 @@ async fn negative_cases() {
         .await;
     }
     let p = b2.get(&authorize_path(&[])).await;
-    let locked = b2
-        .post(
-            "/login",
-            &[
-                ("csrf", &p.hidden("csrf")),
-                ("request", &p.hidden("request")),
-                ("username", "alice"),
-                ("password", PASSWORD),
-            ],
-        )
-        .await;
+    let locked = b2.sign_in(&p, PASSWORD).await;
     assert_eq!(locked.status, StatusCode::UNAUTHORIZED, "locked out");
     // The RFC 7636 Appendix B pair used throughout.
     assert_eq!(
@@ -688,28 +656,8 @@ async fn pushed_authorization_requests() {
     };
     let login = b.get(&path).await;
     assert_eq!(login.status, StatusCode::OK, "{}", login.body);
-    let consent = b
-        .post(
-            "/login",
-            &[
-                ("csrf", &login.hidden("csrf")),
-                ("request", &login.hidden("request")),
-                ("username", "alice"),
-                ("password", PASSWORD),
-            ],
-        )
-        .await;
-    let done = b
-        .post(
-            "/consent",
-            &[
-                ("csrf", &consent.hidden("csrf")),
-                ("request", &consent.hidden("request")),
-                ("scope", "read"),
-                ("decision", "approve"),
-            ],
-        )
-        .await;
+    let consent = b.sign_in(&login, PASSWORD).await;
+    let done = b.approve(&consent, "read").await;
     assert_eq!(done.query("state").as_deref(), Some("pushed"));
     let (s, _, tokens) = redeem(&h, &done.query("code").unwrap(), VERIFIER).await;
     assert_eq!(s, StatusCode::OK, "{tokens}");
@@ -789,28 +737,8 @@ async fn client_id_metadata_documents() {
     let login = b.get(&path("good.json")).await;
     assert_eq!(login.status, StatusCode::OK, "{}", login.body);
     assert!(login.body.contains("Document Client"));
-    let consent = b
-        .post(
-            "/login",
-            &[
-                ("csrf", &login.hidden("csrf")),
-                ("request", &login.hidden("request")),
-                ("username", "alice"),
-                ("password", PASSWORD),
-            ],
-        )
-        .await;
-    let done = b
-        .post(
-            "/consent",
-            &[
-                ("csrf", &consent.hidden("csrf")),
-                ("request", &consent.hidden("request")),
-                ("scope", "read"),
-                ("decision", "approve"),
-            ],
-        )
-        .await;
+    let consent = b.sign_in(&login, PASSWORD).await;
+    let done = b.approve(&consent, "read").await;
     let code = done.query("code").unwrap();
     let (s, _, tokens) = h
         .post_form(
