@@ -42,6 +42,11 @@
 #                                                  (4031 / 4032 / 4120 / 4121 / 4020)
 #   RESULTS_FILE   (/tmp/mandate-bench/gateway-<time>.json)
 #
+# Audit lag: gateway decisions are recorded without delaying the response, so under load the
+# trail can fall behind. Right after each gateway run the script reads how many events the
+# database holds and reports the backlog (decisions answered but not yet written), and
+# Mandate's resident memory.
+#
 # Exit status: 0 when every measured run was valid (only 2xx answers, no socket errors, and
 # the audit chain verified intact with at least one gateway decision per request wrk
 # counted); 1 otherwise; 2 when setup failed. Targets are printed and recorded in the JSON,
@@ -152,6 +157,12 @@ wait_quiet() {
 }
 
 kv() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
+
+# Events in the audit trail right now (read-only, beside the running server; WAL allows it).
+audit_count() {
+  "$PEERS_HOME/py/bin/python" -c "import sqlite3,sys; c=sqlite3.connect('file:'+sys.argv[1]+'?mode=ro', uri=True); print(c.execute('select count(*) from audit_events').fetchone()[0])" \
+    "$mdir/data/mandate.db" 2>/dev/null || echo -1
+}
 
 # Runs wrk and prints one line of key=value results. CPU in cores over the run: nginx
 # (master + workers: the upstream, and the proxy in the nginx case), mandate, python, wrk,
@@ -317,15 +328,25 @@ for round in $(seq "$ROUNDS"); do
     l=$(run_wrk "$t-warm-$round" "${url[$t]}" "$THREADS" "$CONNECTIONS" "$WARMUP")
     [ "$t" = gateway ] && gw_requests=$((gw_requests + $(kv "$l" requests)))
     l=$(run_wrk "$t-$round" "${url[$t]}" "$THREADS" "$CONNECTIONS" "$DURATION")
+    if [ "$t" = gateway ]; then
+      gw_requests=$((gw_requests + $(kv "$l" requests)))
+      n=$(audit_count)
+      l+=" audit_backlog=$((gw_requests + minted - n)) mandate_rss_kb=$(awk '/VmRSS/{print $2}' "/proc/$mandate_pid/status")"
+    fi
     log "  $t c$CONNECTIONS: $l"
     lines[$t]+="$l"$'\n'
-    [ "$t" = gateway ] && gw_requests=$((gw_requests + $(kv "$l" requests)))
+
   done
   for t in "${c1_targets[@]}"; do
     l=$(run_wrk "$t-c1-$round" "${url[$t]}" 1 1 "$DURATION")
+    if [ "$t" = gateway ]; then
+      gw_requests=$((gw_requests + $(kv "$l" requests)))
+      n=$(audit_count)
+      l+=" audit_backlog=$((gw_requests + minted - n)) mandate_rss_kb=$(awk '/VmRSS/{print $2}' "/proc/$mandate_pid/status")"
+    fi
     log "  $t c1: $l"
     lines[$t-c1]+="$l"$'\n'
-    [ "$t" = gateway ] && gw_requests=$((gw_requests + $(kv "$l" requests)))
+
   done
 done
 
@@ -390,6 +411,9 @@ row() { # name line
   echo "gateway / nginx throughput:   ${nginx_share}   (target >= $TARGET_NGINX_SHARE: $ok_share)"
   echo "gateway p50 - direct p50, c1: $(awk -v d="$added_p50" 'BEGIN{printf "%.3f", d/1000}') ms   (target < $(awk -v t="$TARGET_ADDED_P50_US" 'BEGIN{printf "%.1f", t/1000}') ms: $ok_added)"
   echo "gateway / python throughput:  ${python_ratio}x   (target >= ${TARGET_PYTHON_RATIO}x: $ok_python)"
+  for t in gateway gateway-c1; do
+    echo "audit backlog right after the median $t run: $(kv "${M[$t]}" audit_backlog) decisions not yet written; Mandate RSS $(kv "${M[$t]}" mandate_rss_kb) kB"
+  done
   echo "(CPU columns: cores used during the run by nginx (upstream + proxy), Mandate, the Python peer, wrk, and the rest of the machine)"
   [ "$quiet" = 1 ] || echo "NOISY: $noisy_runs run(s) shared the machine with other work (other > 0.25 cores or busy before the run); rerun when it is idle"
   [ "$audit_ok" = 1 ] || echo "INVALID: the audit trail holds $events events, fewer than the $expect gateway decisions and tokens counted"
@@ -399,11 +423,12 @@ row() { # name line
 
 json_run() { # line
   local l=$1
-  printf '{"requests_per_s":%s,"requests":%s,"p50_us":%s,"p99_us":%s,"non2xx":%s,"socket_errors":%s,"valid":%s,"nginx_cpu_cores":%s,"mandate_cpu_cores":%s,"python_cpu_cores":%s,"wrk_cpu_cores":%s,"other_cpu_cores":%s,"machine_busy_pct":%s,"busy_before_pct":%s}' \
+  printf '{"requests_per_s":%s,"requests":%s,"p50_us":%s,"p99_us":%s,"non2xx":%s,"socket_errors":%s,"valid":%s,"nginx_cpu_cores":%s,"mandate_cpu_cores":%s,"python_cpu_cores":%s,"wrk_cpu_cores":%s,"other_cpu_cores":%s,"machine_busy_pct":%s,"busy_before_pct":%s,"audit_backlog_at_end":%s,"mandate_rss_kb":%s}' \
     "$(kv "$l" rps)" "$(kv "$l" requests)" "$(kv "$l" p50_us)" "$(kv "$l" p99_us)" "$(kv "$l" non2xx)" \
     "$(kv "$l" socket_errors)" "$([ "$(kv "$l" non2xx)" = 0 ] && [ "$(kv "$l" socket_errors)" = 0 ] && echo true || echo false)" \
     "$(kv "$l" nginx_cores)" "$(kv "$l" mandate_cores)" "$(kv "$l" python_cores)" "$(kv "$l" wrk_cores)" \
-    "$(kv "$l" other_cores)" "$(kv "$l" machine_busy_pct)" "$(kv "$l" busy_before_pct)"
+    "$(kv "$l" other_cores)" "$(kv "$l" machine_busy_pct)" "$(kv "$l" busy_before_pct)" \
+    "$(v=$(kv "$l" audit_backlog); echo "${v:-null}")" "$(v=$(kv "$l" mandate_rss_kb); echo "${v:-null}")"
 }
 json_list() { # newline-separated lines
   local first=1 l
