@@ -48,22 +48,14 @@ impl AuditLog {
 }
 
 impl AuditLog {
-    /// Appends `event` without waiting for it to be durable: for decisions on
-    /// a hot path (the gateway), where the caller's answer does not depend on
-    /// the record. Under overload the event waits in a task for room.
-    pub fn record_nowait(&self, event: NewEvent) {
+    /// Queues `event` without waiting for it to be durable: for decisions on
+    /// a hot path (the gateway), where the answer does not depend on the
+    /// record. The queue is bounded: when the writer falls behind, callers
+    /// wait here for room, so memory cannot grow without limit.
+    pub async fn enqueue(&self, event: NewEvent) {
         let (done, _ignored) = oneshot::channel();
-        match self.tx.try_send((event, done)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(pending)) => {
-                let tx = self.tx.clone();
-                tokio::spawn(async move {
-                    let _ = tx.send(pending).await;
-                });
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                tracing::error!("audit writer stopped; a gateway decision was not recorded");
-            }
+        if self.tx.send((event, done)).await.is_err() {
+            tracing::error!("audit writer stopped; a gateway decision was not recorded");
         }
     }
 }

@@ -68,10 +68,12 @@ pub struct DecisionEvent {
     pub latency_us: u64,
 }
 
-/// Receives decisions; must not block.
+/// Receives decisions. It should not wait for durability, only for room in a
+/// bounded queue (backpressure when the audit writer falls behind).
+#[async_trait::async_trait]
 pub trait DecisionSink: Send + Sync + 'static {
     /// Records one decision.
-    fn record(&self, event: DecisionEvent);
+    async fn record(&self, event: DecisionEvent);
 }
 
 /// Gateway-wide settings.
@@ -389,19 +391,21 @@ impl Gateway {
             Ok(a) => a,
             Err(denial) => {
                 self.metrics.decision(&route.path, denial.reason);
-                self.sink.record(DecisionEvent {
-                    route: route.path.clone(),
-                    resource: route.policy.resource.clone(),
-                    operation: None,
-                    client_id: None,
-                    subject: None,
-                    scopes: None,
-                    jti: None,
-                    allowed: false,
-                    reason: denial.reason.to_owned(),
-                    status: denial.status.as_u16(),
-                    latency_us: elapsed_us(started),
-                });
+                self.sink
+                    .record(DecisionEvent {
+                        route: route.path.clone(),
+                        resource: route.policy.resource.clone(),
+                        operation: None,
+                        client_id: None,
+                        subject: None,
+                        scopes: None,
+                        jti: None,
+                        allowed: false,
+                        reason: denial.reason.to_owned(),
+                        status: denial.status.as_u16(),
+                        latency_us: elapsed_us(started),
+                    })
+                    .await;
                 return denial.into_response();
             }
         };
@@ -485,26 +489,28 @@ impl Gateway {
         };
         self.metrics.decision(&route.path, reason);
         let token = allowed.token.as_deref();
-        self.sink.record(DecisionEvent {
-            route: route.path.clone(),
-            resource: route.policy.resource.clone(),
-            operation: allowed
-                .operation
-                .map(|o| o.name().to_owned())
-                .or_else(|| allowed.method.clone())
-                .map(|op| match &allowed.name {
-                    Some(n) => format!("{op}:{n}"),
-                    None => op,
-                }),
-            client_id: token.and_then(|t| t.client_id.clone()),
-            subject: token.map(|t| t.subject.clone()),
-            scopes: token.map(|t| t.scope.to_string()),
-            jti: token.and_then(|t| t.jti.clone()),
-            allowed: true,
-            reason: reason.to_owned(),
-            status: response.status().as_u16(),
-            latency_us: elapsed_us(started),
-        });
+        self.sink
+            .record(DecisionEvent {
+                route: route.path.clone(),
+                resource: route.policy.resource.clone(),
+                operation: allowed
+                    .operation
+                    .map(|o| o.name().to_owned())
+                    .or_else(|| allowed.method.clone())
+                    .map(|op| match &allowed.name {
+                        Some(n) => format!("{op}:{n}"),
+                        None => op,
+                    }),
+                client_id: token.and_then(|t| t.client_id.clone()),
+                subject: token.map(|t| t.subject.clone()),
+                scopes: token.map(|t| t.scope.to_string()),
+                jti: token.and_then(|t| t.jti.clone()),
+                allowed: true,
+                reason: reason.to_owned(),
+                status: response.status().as_u16(),
+                latency_us: elapsed_us(started),
+            })
+            .await;
         response
     }
 }

@@ -90,8 +90,9 @@ struct AuditDecisions {
     clock: Arc<dyn Clock>,
 }
 
+#[async_trait]
 impl DecisionSink for AuditDecisions {
-    fn record(&self, d: DecisionEvent) {
+    async fn record(&self, d: DecisionEvent) {
         let (kind, outcome) = if d.allowed {
             ("gateway.allowed", Outcome::Success)
         } else {
@@ -111,7 +112,7 @@ impl DecisionSink for AuditDecisions {
             d.reason,
             d.latency_us
         ));
-        self.audit.record_nowait(e);
+        self.audit.enqueue(e).await;
     }
 }
 
