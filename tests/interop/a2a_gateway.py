@@ -5,7 +5,6 @@ Like `mandate_server.py`, nothing here knows about pytest.
 """
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from mandate_server import AGENT_SECRET, READY_TIMEOUT, START_ATTEMPTS, MandateServer, base_config, free_port, to_toml
+from mandate_server import AGENT_SECRET, READY_TIMEOUT, START_ATTEMPTS, MandateServer, base_config, free_port
 
 HERE = Path(__file__).resolve().parent
 
@@ -133,34 +132,5 @@ class GatewayMandate(MandateServer):
         r.raise_for_status()
         return r.json()["access_token"]
 
-    # Same as MandateServer._start_once, with `gateway_config` for the configuration.
-    def _start_once(self, exe: Path) -> bool:
-        port, admin_port = free_port(), free_port()
-        while admin_port == port:
-            admin_port = free_port()
-        config = gateway_config(port, admin_port, self.signing_alg, self.upstream)
-        self.issuer = config["issuer"]
-        self._metadata = None
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        config_path = self.workdir / "mandate.toml"
-        config_path.write_text(to_toml(config))
-        data_dir = self.workdir / f"data-{port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MANDATE_")}
-        env.update(AGENT_SECRET=AGENT_SECRET, NO_COLOR="1")
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [str(exe), "serve", "--config", str(config_path), "--data-dir", str(data_dir)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-            )
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                if requests.get(self.issuer + "/readyz", timeout=1).status_code == 200:
-                    return True
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        return False
+    def config(self, port: int, admin_port: int) -> dict:
+        return gateway_config(port, admin_port, self.signing_alg, self.upstream)

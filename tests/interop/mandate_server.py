@@ -148,6 +148,8 @@ class MandateServer:
     client_jwks: dict[str, dict] = field(default_factory=dict)
     tokens: dict | None = None
     issuer: str = ""
+    admin_port: int = 0
+    data_dir: Path | None = None
     proc: subprocess.Popen | None = None
     _metadata: dict | None = None
 
@@ -198,17 +200,22 @@ class MandateServer:
             last_error = self.log_tail()
         raise RuntimeError(f"mandate did not become ready; last log:\n{last_error}")
 
+    def config(self, port: int, admin_port: int) -> dict:
+        """The configuration to start with; subclasses add routes, clients, ..."""
+        return base_config(port, admin_port, self.signing_alg, self.client_jwks, self.tokens)
+
     def _start_once(self, exe: Path) -> bool:
         port, admin_port = free_port(), free_port()
         while admin_port == port:
             admin_port = free_port()
-        config = base_config(port, admin_port, self.signing_alg, self.client_jwks, self.tokens)
+        config = self.config(port, admin_port)
         self.issuer = config["issuer"]
+        self.admin_port = admin_port
         self._metadata = None
         self.workdir.mkdir(parents=True, exist_ok=True)
         config_path = self.workdir / "mandate.toml"
         config_path.write_text(to_toml(config))
-        data_dir = self.workdir / f"data-{port}"
+        self.data_dir = data_dir = self.workdir / f"data-{port}"
         # Only the variables the test means: no MANDATE_* override from the
         # caller's shell (MANDATE_LOG_FORMAT and friends), no colour codes.
         env = {k: v for k, v in os.environ.items() if not k.startswith("MANDATE_")}

@@ -6,7 +6,6 @@ Like `mandate_server.py` and `a2a_gateway.py`, nothing here knows about pytest.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import requests
 
 from a2a_gateway import _stop
-from mandate_server import AGENT_SECRET, READY_TIMEOUT, START_ATTEMPTS, MandateServer, base_config, free_port, to_toml
+from mandate_server import READY_TIMEOUT, START_ATTEMPTS, MandateServer, base_config, free_port
 
 HERE = Path(__file__).resolve().parent
 
@@ -118,8 +117,6 @@ class McpGatewayMandate(MandateServer):
     upstream: str = ""
     route_scopes: list[str] | None = None
     registration: dict | None = None  # extra `[registration]` settings
-    admin_port: int = 0
-    data_dir: Path | None = None
 
     @property
     def route_url(self) -> str:
@@ -144,36 +141,6 @@ class McpGatewayMandate(MandateServer):
         self.create_user()
         return self
 
-    # Same as MandateServer._start_once, with `mcp_gateway_config` for the configuration.
-    def _start_once(self, exe: Path) -> bool:
-        port, admin_port = free_port(), free_port()
-        while admin_port == port:
-            admin_port = free_port()
-        config = mcp_gateway_config(port, admin_port, self.signing_alg, self.upstream, self.route_scopes,
-                                    self.registration)
-        self.issuer = config["issuer"]
-        self.admin_port = admin_port
-        self._metadata = None
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        config_path = self.workdir / "mandate.toml"
-        config_path.write_text(to_toml(config))
-        self.data_dir = self.workdir / f"data-{port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MANDATE_")}
-        env.update(AGENT_SECRET=AGENT_SECRET, NO_COLOR="1")
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [str(exe), "serve", "--config", str(config_path), "--data-dir", str(self.data_dir)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-            )
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                if requests.get(self.issuer + "/readyz", timeout=1).status_code == 200:
-                    return True
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        return False
+    def config(self, port: int, admin_port: int) -> dict:
+        return mcp_gateway_config(port, admin_port, self.signing_alg, self.upstream, self.route_scopes,
+                                  self.registration)
