@@ -233,16 +233,10 @@ fn seconds(d: &str) -> Result<i64> {
         .ok_or_else(|| format!("{d:?} is not a duration like \"15m\""))
 }
 
-fn encode_path(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+/// Form-urlencodes a path segment, a query value, or (RFC 6749 §2.3.1) a
+/// Basic credential: every byte but `A-Za-z0-9-._*` is escaped.
+fn form_encode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 async fn client(admin: &Admin, c: &ClientCommand, _config: &Config) -> Result<()> {
@@ -280,7 +274,7 @@ async fn client(admin: &Admin, c: &ClientCommand, _config: &Config) -> Result<()
         ClientCommand::List => print(admin.get("/admin/clients").await?),
         ClientCommand::Show { client_id } => print(
             admin
-                .get(&format!("/admin/clients/{}", encode_path(client_id)))
+                .get(&format!("/admin/clients/{}", form_encode(client_id)))
                 .await?,
         ),
         ClientCommand::RotateSecret { client_id, overlap } => {
@@ -288,11 +282,11 @@ async fn client(admin: &Admin, c: &ClientCommand, _config: &Config) -> Result<()
                 Some(o) => json!({ "overlap_seconds": seconds(o)? }),
                 None => json!({}),
             };
-            let path = format!("/admin/clients/{}/rotate-secret", encode_path(client_id));
+            let path = format!("/admin/clients/{}/rotate-secret", form_encode(client_id));
             print(admin.send(reqwest::Method::POST, &path, Some(body)).await?)
         }
         ClientCommand::Delete { client_id } => {
-            let path = format!("/admin/clients/{}", encode_path(client_id));
+            let path = format!("/admin/clients/{}", form_encode(client_id));
             admin.send(reqwest::Method::DELETE, &path, None).await?;
             println!("deleted client {client_id}");
             Ok(())
@@ -334,7 +328,7 @@ async fn user(admin: &Admin, c: &UserCommand) -> Result<()> {
             } else {
                 "enable"
             };
-            let path = format!("/admin/users/{}/{action}", encode_path(username));
+            let path = format!("/admin/users/{}/{action}", form_encode(username));
             admin.send(reqwest::Method::POST, &path, None).await?;
             println!("{action}d user {username}");
             Ok(())
@@ -344,7 +338,7 @@ async fn user(admin: &Admin, c: &UserCommand) -> Result<()> {
             password_env,
         } => {
             let password = read_password(password_env.as_deref())?;
-            let path = format!("/admin/users/{}/password", encode_path(username));
+            let path = format!("/admin/users/{}/password", form_encode(username));
             admin
                 .send(
                     reqwest::Method::POST,
@@ -393,7 +387,7 @@ async fn resource(admin: &Admin, c: &ResourceCommand) -> Result<()> {
         }
         ResourceCommand::List => print(admin.get("/admin/resources").await?),
         ResourceCommand::Delete { id } => {
-            let path = format!("/admin/resources?id={}", encode_path(id));
+            let path = format!("/admin/resources?id={}", form_encode(id));
             admin.send(reqwest::Method::DELETE, &path, None).await?;
             println!("deleted resource {id}");
             Ok(())
@@ -565,8 +559,8 @@ async fn token(config: &Config, args: &TokenArgs) -> Result<()> {
     let response = reqwest::Client::new()
         .post(&url)
         .basic_auth(
-            encode_form(&args.client_id),
-            Some(encode_form(&args.client_secret)),
+            form_encode(&args.client_id),
+            Some(form_encode(&args.client_secret)),
         )
         .form(&form)
         .send()
@@ -578,19 +572,4 @@ async fn token(config: &Config, args: &TokenArgs) -> Result<()> {
         return Err(format!("{status}: {body}"));
     }
     print(body)
-}
-
-/// RFC 6749 §2.3.1: Basic credentials are form-urlencoded first.
-fn encode_form(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._*".contains(&b) {
-                (b as char).to_string()
-            } else if b == b' ' {
-                "+".to_owned()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
