@@ -66,6 +66,8 @@ pub struct RouteConfig {
     pub pass_token: bool,
     /// Upstream response-header timeout, seconds.
     pub upstream_timeout: i64,
+    /// MCP: browser origins allowed besides the gateway's own.
+    pub allowed_origins: Vec<String>,
 }
 
 /// The gateway's configuration.
@@ -232,6 +234,19 @@ pub(crate) fn gateway_config(raw: RawGateway, issuer: &str) -> Result<GatewayCon
                 "a public route cannot also require scopes",
             ));
         }
+        let mut allowed_origins = Vec::new();
+        for (j, o) in r.allowed_origins.iter().enumerate() {
+            let k = key(&format!("allowed_origins[{j}]"));
+            if protocol != Protocol::Mcp {
+                return Err(err(k, "allowed_origins applies to mcp routes only"));
+            }
+            let parsed = url::Url::parse(o).map_err(|e| err(k.clone(), e.to_string()))?;
+            let origin = parsed.origin().ascii_serialization();
+            if !parsed.origin().is_tuple() || origin != o.trim_end_matches('/') {
+                return Err(err(k, "an origin is scheme://host[:port], nothing more"));
+            }
+            allowed_origins.push(origin);
+        }
         let upstream_timeout = match r.upstream_timeout {
             Some(t) => duration(&key("upstream_timeout"), Some(t), 30)?,
             None => upstream_default,
@@ -252,6 +267,7 @@ pub(crate) fn gateway_config(raw: RawGateway, issuer: &str) -> Result<GatewayCon
             public: r.public,
             pass_token: r.pass_token,
             upstream_timeout,
+            allowed_origins,
         });
     }
     let mut issuers = Vec::new();

@@ -78,6 +78,8 @@ pub struct RawRoute {
     #[serde(default)]
     pub pass_token: bool,
     pub upstream_timeout: Option<String>,
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -10,7 +10,8 @@ use serde::Deserialize;
 use crate::authority::Authority;
 use crate::keyring::KeyInfo;
 use crate::model::{
-    Client, ClientAuthMethod, ClientKeys, ClientOrigin, GrantType, Resource, StoredSecret,
+    Client, ClientAuthMethod, ClientKeys, ClientOrigin, GrantType, KeyPurpose, Resource,
+    StoredSecret,
 };
 use crate::registration::check_redirect_uri;
 use crate::Error;
@@ -227,18 +228,28 @@ impl Authority {
         self.audit.record(event).await
     }
 
-    /// Every key with its state.
+    /// Every key with its state: JWS keys, then Biscuit root keys.
     pub fn list_keys(&self) -> Vec<KeyInfo> {
-        self.keys.snapshot().infos(self.clock.now())
+        let now = self.clock.now();
+        let mut keys = self.keys.snapshot().infos(now);
+        keys.extend(self.biscuit_keys.snapshot().infos(now));
+        keys
     }
 
-    /// Rotates the signing key (see [`crate::keyring`]).
-    pub async fn rotate_keys(&self) -> Result<KeyInfo, Error> {
-        let info = self.keys.rotate().await?;
+    /// Rotates the signing keys of one purpose (see [`crate::keyring`]).
+    pub async fn rotate_keys(&self, purpose: KeyPurpose) -> Result<KeyInfo, Error> {
+        let keyring = match purpose {
+            KeyPurpose::Jws => &self.keys,
+            KeyPurpose::Biscuit => &self.biscuit_keys,
+        };
+        let info = keyring.rotate().await?;
         let mut event = self.event("key.rotated", Outcome::Success);
         event.reason = Some(format!(
-            "new key {} ({}) signs from {}",
-            info.kid, info.alg, info.activate_at
+            "new {} key {} ({}) signs from {}",
+            purpose.as_str(),
+            info.kid,
+            info.alg,
+            info.activate_at
         ));
         self.audit.record(event).await?;
         Ok(info)

@@ -11,7 +11,7 @@ use mandate_types::{ClientId, ClientSecret, Clock, SecretHash};
 
 use crate::audit::AuditLog;
 use crate::client_auth::{AssertionClaims, PresentedClient};
-use crate::keyring::Keyring;
+use crate::keyring::{Keyring, Keyrings};
 use crate::model::{Client, ClientAuthMethod, ClientKeys, GrantType};
 use crate::registration::RegistrationPolicy;
 use crate::store::Store;
@@ -63,6 +63,7 @@ pub struct Authority {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) keys: Arc<Keyring>,
+    pub(crate) biscuit_keys: Arc<Keyring>,
     pub(crate) audit: AuditLog,
     pub(crate) fetcher: Arc<dyn JwksFetcher>,
     pub(crate) documents: Arc<dyn crate::documents::ClientDocuments>,
@@ -79,7 +80,7 @@ impl Authority {
         settings: Settings,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
-        keys: Arc<Keyring>,
+        keyrings: Keyrings,
         audit: AuditLog,
         fetcher: Arc<dyn JwksFetcher>,
         documents: Arc<dyn crate::documents::ClientDocuments>,
@@ -88,7 +89,8 @@ impl Authority {
             settings,
             store,
             clock,
-            keys,
+            keys: keyrings.jws,
+            biscuit_keys: keyrings.biscuit,
             audit,
             fetcher,
             documents,
@@ -110,6 +112,11 @@ impl Authority {
     /// The keyring.
     pub fn keys(&self) -> &Arc<Keyring> {
         &self.keys
+    }
+
+    /// The Biscuit root keys.
+    pub fn biscuit_keys(&self) -> &Arc<Keyring> {
+        &self.biscuit_keys
     }
 
     /// The store.

@@ -13,14 +13,15 @@
 //! whose tokens it may exchange, or the subject token's `may_act` claim
 //! names the actor.
 
-use mandate_audit::NewEvent;
+use mandate_audit::{NewEvent, Outcome};
+use mandate_biscuit::{ActorEntry, Grant};
 use mandate_jose::UnverifiedJwt;
-use mandate_types::{ResourceUri, ScopeSet};
+use mandate_types::{random_token, ResourceUri, ScopeSet};
 use serde::Deserialize;
 
 use crate::authority::Authority;
 use crate::model::Client;
-use crate::token::{AccessTokenClaims, Actor, Extras, TokenResponse};
+use crate::token::{AccessTokenClaims, Actor, Extras, RequestedTokenType, TokenResponse};
 use crate::Error;
 
 /// The RFC 8693 type of what token exchange issues.
@@ -66,6 +67,7 @@ impl Authority {
         client: &Client,
         subject_token: &str,
         actor_token: Option<&str>,
+        requested: RequestedTokenType,
         scope: Option<ScopeSet>,
         resource: Option<ResourceUri>,
         event: &mut NewEvent,
@@ -167,20 +169,93 @@ impl Authority {
         if subject.exp <= now {
             return Err(Error::InvalidRequest("the subject_token expired".into()));
         }
+        let extras = Extras {
+            delegation: Some((actor, subject.exp)),
+            jkt,
+            parent_jti: Some(subject.jti.clone()),
+        };
+        if requested == RequestedTokenType::Biscuit {
+            return self
+                .issue_biscuit(client, &subject.sub, &res, granted, extras)
+                .await;
+        }
         let mut issued = self
-            .issue(
-                client,
-                &subject.sub,
-                &res,
-                granted,
-                Extras {
-                    delegation: Some((actor, subject.exp)),
-                    jkt,
-                    parent_jti: Some(subject.jti.clone()),
-                },
-            )
+            .issue(client, &subject.sub, &res, granted, extras)
             .await?;
         issued.response.issued_token_type = Some(ISSUED_ACCESS_TOKEN.to_owned());
         Ok(issued.response)
+    }
+
+    /// Mints a Biscuit stating what [`Authority::issue`] would put in a JWT,
+    /// and audits it before returning it.
+    async fn issue_biscuit(
+        &self,
+        client: &Client,
+        subject: &str,
+        resource: &crate::model::Resource,
+        scope: ScopeSet,
+        extras: Extras,
+    ) -> Result<TokenResponse, Error> {
+        let now = self.clock.now();
+        let ttl = self.lifetime(resource, &extras, now);
+        let actors: Vec<ActorEntry> = extras
+            .delegation
+            .as_ref()
+            .map(|(a, _)| {
+                a.chain()
+                    .map(|a| ActorEntry {
+                        sub: a.sub.clone(),
+                        client_id: a.client_id.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let jti = random_token(16);
+        let snapshot = self.biscuit_keys.snapshot();
+        let root = snapshot
+            .biscuit_root(now)
+            .ok_or_else(|| Error::Keys("no active biscuit root key".into()))?;
+        let token = mandate_biscuit::mint(
+            root,
+            &Grant {
+                issuer: &self.settings.issuer,
+                subject,
+                client_id: client.client_id.as_str(),
+                audience: resource.id.as_str(),
+                scopes: &scope,
+                token_id: &jti,
+                expires_at: now + ttl,
+                actors: &actors,
+                jkt: extras.jkt.as_deref(),
+            },
+        )
+        .map_err(|e| Error::Keys(e.to_string().into()))?;
+        let mut event = self.event("token.exchanged", Outcome::Success);
+        event.client_id = Some(client.client_id.to_string());
+        event.subject = Some(subject.to_owned());
+        event.audience = Some(resource.id.to_string());
+        event.scopes = Some(scope.to_string());
+        event.jti = Some(jti);
+        event.reason = Some(format!(
+            "biscuit; acting chain: {}; exchanged from jti {}",
+            extras
+                .delegation
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |(a, _)| a.describe()),
+            extras.parent_jti.as_deref().unwrap_or("-")
+        ));
+        self.audit.record(event).await?;
+        Ok(TokenResponse {
+            access_token: token,
+            token_type: if extras.jkt.is_some() {
+                "DPoP"
+            } else {
+                "Bearer"
+            },
+            expires_in: ttl,
+            scope: scope.to_string(),
+            refresh_token: None,
+            issued_token_type: Some(mandate_biscuit::TOKEN_TYPE.to_owned()),
+        })
     }
 }

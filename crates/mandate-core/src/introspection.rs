@@ -18,7 +18,7 @@ pub struct IntrospectionResponse {
     /// The claims, for an active token.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub claims: Option<AccessTokenClaims>,
-    /// `Bearer`, for an active token.
+    /// `Bearer`, or `DPoP` for a DPoP-bound token (RFC 9449 §6.2).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_type: Option<&'static str>,
 }
@@ -64,7 +64,9 @@ impl Authority {
         };
         Ok(IntrospectionResponse {
             active: claims.is_some(),
-            token_type: claims.as_ref().map(|_| "Bearer"),
+            token_type: claims
+                .as_ref()
+                .map(|c| if c.cnf.is_some() { "DPoP" } else { "Bearer" }),
             claims,
         })
     }

@@ -7,16 +7,21 @@
 //! first token it signs. A key that stops signing stays published for
 //! `retire_after` seconds, the longest access token lifetime plus leeway.
 //!
+//! One keyring serves one [`KeyPurpose`]: the JWS keys (the JWKS) or the
+//! Biscuit root keys (`biscuit_root_keys` in the metadata), with the same
+//! life cycle.
+//!
 //! The keyring keeps a snapshot in memory and reloads it from the store
 //! periodically, so replicas sharing a database converge on the same keys.
 
 use std::sync::{Arc, RwLock};
 
+use mandate_biscuit::{PublishedRootKey, RootKey};
 use mandate_jose::{MasterKey, PrivateKeyDer, PublicJwk, SigningAlg, SigningKey};
 use mandate_types::{Clock, UnixTime};
 use serde::Serialize;
 
-use crate::model::StoredSigningKey;
+use crate::model::{KeyPurpose, StoredSigningKey};
 use crate::store::Store;
 use crate::Error;
 
@@ -29,6 +34,8 @@ pub struct KeyringSettings {
     pub prepublish: i64,
     /// Seconds a superseded key stays published.
     pub retire_after: i64,
+    /// What the keys sign.
+    pub purpose: KeyPurpose,
 }
 
 impl KeyringSettings {
@@ -59,6 +66,8 @@ pub struct KeyInfo {
     pub kid: String,
     /// Algorithm.
     pub alg: SigningAlg,
+    /// What it signs.
+    pub purpose: KeyPurpose,
     /// State now.
     pub state: KeyState,
     /// When it was created and published.
@@ -72,12 +81,15 @@ pub struct KeyInfo {
 struct LoadedKey {
     info: StoredSigningKey,
     key: Arc<SigningKey>,
+    /// The same key as a Biscuit root key, for that purpose.
+    root: Option<Arc<RootKey>>,
 }
 
 /// The keys as of the last load.
 pub struct KeySnapshot {
     keys: Vec<LoadedKey>,
     published: Vec<PublicJwk>,
+    published_roots: Vec<PublishedRootKey>,
     jwks_json: Arc<str>,
     retire_after: i64,
     alg: SigningAlg,
@@ -89,17 +101,25 @@ impl KeySnapshot {
         let mut snapshot = Self {
             keys,
             published: Vec::new(),
+            published_roots: Vec::new(),
             jwks_json: Arc::from(""),
             retire_after: settings.retire_after,
             alg: settings.alg,
         };
-        snapshot.published = snapshot
+        let live: Vec<&LoadedKey> = snapshot
             .infos(now)
             .iter()
             .zip(&snapshot.keys)
             .filter(|(info, _)| info.state != KeyState::Expired)
-            .map(|(_, k)| k.key.public_jwk().clone())
+            .map(|(_, k)| k)
             .collect();
+        let published = live.iter().map(|k| k.key.public_jwk().clone()).collect();
+        let published_roots = live
+            .iter()
+            .filter_map(|k| k.root.as_ref().map(|r| r.published()))
+            .collect();
+        snapshot.published = published;
+        snapshot.published_roots = published_roots;
         let jwks = serde_json::json!({ "keys": snapshot.published });
         snapshot.jwks_json = Arc::from(jwks.to_string());
         snapshot
@@ -117,6 +137,20 @@ impl KeySnapshot {
     /// Every published public key.
     pub fn published(&self) -> &[PublicJwk] {
         &self.published
+    }
+
+    /// The Biscuit root key that signs at `now` (a Biscuit keyring only).
+    pub fn biscuit_root(&self, now: UnixTime) -> Option<&Arc<RootKey>> {
+        let kid = self.signer(now)?.kid();
+        self.keys
+            .iter()
+            .find(|k| k.info.kid == kid)
+            .and_then(|k| k.root.as_ref())
+    }
+
+    /// Every published Biscuit root public key (a Biscuit keyring only).
+    pub fn published_roots(&self) -> &[PublishedRootKey] {
+        &self.published_roots
     }
 
     /// The JWKS document, serialized once per load.
@@ -152,6 +186,7 @@ impl KeySnapshot {
                 KeyInfo {
                     kid: k.info.kid.clone(),
                     alg: k.info.alg,
+                    purpose: k.info.purpose,
                     state,
                     created_at: k.info.created_at,
                     activate_at: k.info.activate_at,
@@ -160,6 +195,15 @@ impl KeySnapshot {
             })
             .collect()
     }
+}
+
+/// The server's two keyrings: JWS signing keys and Biscuit root keys.
+#[derive(Clone)]
+pub struct Keyrings {
+    /// Sign access tokens and Agent Cards; published in the JWKS.
+    pub jws: Arc<Keyring>,
+    /// Sign Biscuit authority blocks; published as `biscuit_root_keys`.
+    pub biscuit: Arc<Keyring>,
 }
 
 /// Loads, rotates and serves signing keys.
@@ -196,7 +240,7 @@ impl Keyring {
         if !has_key {
             let now = keyring.clock.now();
             keyring.create(now).await?;
-            tracing::info!(alg = %settings.alg, "generated a signing key");
+            tracing::info!(alg = %settings.alg, purpose = settings.purpose.as_str(), "generated a signing key");
         }
         Ok(keyring)
     }
@@ -219,10 +263,20 @@ impl Keyring {
         let stored = self.store.list_signing_keys().await?;
         let mut loaded = Vec::with_capacity(stored.len());
         for info in stored {
+            if info.purpose != self.settings.purpose {
+                continue;
+            }
             let der = self
                 .master
                 .open(&info.sealed_private_key, info.kid.as_bytes())
                 .map_err(|e| Error::Keys(format!("key {}: {e}", info.kid).into()))?;
+            let root = match info.purpose {
+                KeyPurpose::Biscuit => Some(Arc::new(
+                    RootKey::from_ed25519_pkcs8(&info.kid, &der)
+                        .map_err(|e| Error::Keys(format!("key {}: {e}", info.kid).into()))?,
+                )),
+                KeyPurpose::Jws => None,
+            };
             let key = SigningKey::from_private(info.alg, &PrivateKeyDer::from_der(der))
                 .map_err(|e| Error::Keys(format!("key {}: {e}", info.kid).into()))?;
             if key.kid() != info.kid {
@@ -233,6 +287,7 @@ impl Keyring {
             loaded.push(LoadedKey {
                 info,
                 key: Arc::new(key),
+                root,
             });
         }
         let snapshot = Arc::new(KeySnapshot::build(loaded, &self.settings, self.clock.now()));
@@ -274,6 +329,7 @@ impl Keyring {
             sealed_private_key: sealed,
             created_at: self.clock.now(),
             activate_at,
+            purpose: self.settings.purpose,
         };
         self.store.insert_signing_key(&stored).await?;
         self.reload().await?;

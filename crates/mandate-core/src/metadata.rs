@@ -1,6 +1,7 @@
 //! RFC 8414 authorization server metadata. Only what is implemented is
 //! advertised: a client that trusts this document never hits a 404.
 
+use mandate_biscuit::PublishedRootKey;
 use mandate_jose::SigningAlg;
 use serde::Serialize;
 
@@ -34,6 +35,11 @@ pub struct ServerMetadata {
     dpop_signing_alg_values_supported: Vec<&'static str>,
     client_id_metadata_document_supported: bool,
     authorization_response_iss_parameter_supported: bool,
+    /// Not registered: the token types token exchange can issue.
+    mandate_token_types_supported: Vec<&'static str>,
+    /// Not registered: the root keys Mandate Biscuits are signed with, by
+    /// `root_key_id` (see `mandate_biscuit`).
+    biscuit_root_keys: Vec<PublishedRootKey>,
 }
 
 const AUTH_METHODS: [&str; 3] = [
@@ -91,6 +97,11 @@ impl Authority {
                 .handles("https://client.example/metadata.json"),
             dpop_signing_alg_values_supported: SigningAlg::ALL.iter().map(|a| a.as_str()).collect(),
             authorization_response_iss_parameter_supported: true,
+            mandate_token_types_supported: vec![
+                crate::exchange::ISSUED_ACCESS_TOKEN,
+                mandate_biscuit::TOKEN_TYPE,
+            ],
+            biscuit_root_keys: self.biscuit_keys.snapshot().published_roots().to_vec(),
         })
     }
 }

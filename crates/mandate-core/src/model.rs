@@ -214,6 +214,37 @@ pub struct StoredSigningKey {
     pub created_at: UnixTime,
     /// When it starts signing; until then it is only published.
     pub activate_at: UnixTime,
+    /// What it signs.
+    pub purpose: KeyPurpose,
+}
+
+/// What a key signs: JWS (access tokens, Agent Cards) or Biscuit authority blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyPurpose {
+    /// JWS: published in the JWKS.
+    Jws,
+    /// Biscuit root keys: published as `biscuit_root_keys` in the metadata.
+    Biscuit,
+}
+
+impl KeyPurpose {
+    /// The stored name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Jws => "jws",
+            Self::Biscuit => "biscuit",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "jws" => Some(Self::Jws),
+            "biscuit" => Some(Self::Biscuit),
+            _ => None,
+        }
+    }
 }
 
 /// A person who signs in to approve agents.

@@ -41,6 +41,8 @@ pub enum TokenRequest {
         subject_token: String,
         /// The actor's own token, if it proves itself with one.
         actor_token: Option<String>,
+        /// What to issue.
+        requested: RequestedTokenType,
         /// A narrower scope, if wanted.
         scope: Option<ScopeSet>,
         /// The new audience.
@@ -55,6 +57,15 @@ pub enum TokenRequest {
         /// If sent, must equal the token's audience.
         resource: Option<ResourceUri>,
     },
+}
+
+/// What a token exchange issues (RFC 8693 `requested_token_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestedTokenType {
+    /// An RFC 9068 JWT access token.
+    AccessToken,
+    /// A Biscuit its holder can attenuate offline ([`mandate_biscuit`]).
+    Biscuit,
 }
 
 impl TokenRequest {
@@ -92,14 +103,19 @@ impl TokenRequest {
                         ))
                     }
                 }
-                match form.single("requested_token_type")? {
-                    None | Some(ACCESS_TOKEN) => {}
+                let requested = match form.single("requested_token_type")? {
+                    None | Some(ACCESS_TOKEN) => RequestedTokenType::AccessToken,
+                    Some(mandate_biscuit::TOKEN_TYPE) => RequestedTokenType::Biscuit,
                     Some(_) => {
                         return Err(Error::InvalidRequest(
-                            "only access tokens can be requested (urn:ietf:params:oauth:token-type:access_token)".into(),
+                            format!(
+                                "requested_token_type must be {ACCESS_TOKEN} or {}",
+                                mandate_biscuit::TOKEN_TYPE
+                            )
+                            .into(),
                         ))
                     }
-                }
+                };
                 if form.single("audience")?.is_some() {
                     return Err(Error::InvalidTarget(
                         "name the target with resource, not audience".into(),
@@ -108,6 +124,7 @@ impl TokenRequest {
                 Ok(Self::TokenExchange {
                     subject_token: form.required("subject_token")?.to_owned(),
                     actor_token,
+                    requested,
                     scope: parse_scope(form)?,
                     resource: parse_resource(form)?,
                 })
@@ -213,7 +230,12 @@ pub struct Actor {
 impl Actor {
     /// Actors in the chain, current first.
     pub fn depth(&self) -> usize {
-        1 + self.act.as_ref().map_or(0, |a| a.depth())
+        self.chain().count()
+    }
+
+    /// The chain, current actor first.
+    pub fn chain(&self) -> impl Iterator<Item = &Actor> {
+        std::iter::successors(Some(self), |a| a.act.as_deref())
     }
 
     /// The chain as `current <- previous <- ...`, for the audit trail.
@@ -332,6 +354,7 @@ impl Authority {
                 TokenRequest::TokenExchange {
                     subject_token,
                     actor_token,
+                    requested,
                     scope,
                     resource,
                 } => {
@@ -341,6 +364,7 @@ impl Authority {
                             &client,
                             &subject_token,
                             actor_token.as_deref(),
+                            requested,
                             scope,
                             resource,
                             &mut refused,
@@ -405,6 +429,18 @@ impl Authority {
         }
     }
 
+    /// Seconds a token for `resource` lives: its resource's lifetime, and an
+    /// exchanged token never outlives the one it came from.
+    pub(crate) fn lifetime(&self, resource: &Resource, extras: &Extras, now: UnixTime) -> i64 {
+        let ttl = resource
+            .access_token_ttl
+            .unwrap_or(self.settings.access_token_ttl);
+        match &extras.delegation {
+            Some((_, not_after)) => ttl.min(not_after - now),
+            None => ttl,
+        }
+    }
+
     /// Signs an access token for `subject` and audits it before returning it.
     pub(crate) async fn issue(
         &self,
@@ -414,19 +450,13 @@ impl Authority {
         scope: ScopeSet,
         extras: Extras,
     ) -> Result<Issued, Error> {
+        let now = self.clock.now();
+        let ttl = self.lifetime(resource, &extras, now);
         let Extras {
             delegation,
             jkt,
             parent_jti,
         } = extras;
-        let now = self.clock.now();
-        let mut ttl = resource
-            .access_token_ttl
-            .unwrap_or(self.settings.access_token_ttl);
-        // An exchanged token never outlives the one it came from.
-        if let Some((_, not_after)) = &delegation {
-            ttl = ttl.min(not_after - now);
-        }
         let claims = AccessTokenClaims {
             iss: self.settings.issuer.clone(),
             sub: subject.to_owned(),

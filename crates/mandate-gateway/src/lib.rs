@@ -401,7 +401,13 @@ impl Gateway {
                         scopes: None,
                         jti: None,
                         allowed: false,
-                        reason: denial.reason.to_owned(),
+                        // A Biscuit's failed check is named: the holder's own
+                        // narrowing is what an auditor needs to see.
+                        reason: if denial.reason == "biscuit_check_failed" {
+                            format!("{}: {}", denial.reason, denial.description)
+                        } else {
+                            denial.reason.to_owned()
+                        },
                         status: denial.status.as_u16(),
                         latency_us: elapsed_us(started),
                     })

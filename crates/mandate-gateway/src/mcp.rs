@@ -270,6 +270,7 @@ mod tests {
     fn policy() -> McpPolicy {
         let s = |x: &str| ScopeSet::parse(x).unwrap();
         McpPolicy {
+            allowed_origins: Vec::new(),
             levels: HashMap::from([
                 (Level::Read, s("r")),
                 (Level::Write, s("w")),

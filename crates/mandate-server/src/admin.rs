@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use mandate_core::admin::{NewClient, NewResource};
-use mandate_core::model::{Client, ClientKeys, ClientOrigin, GrantType};
+use mandate_core::model::{Client, ClientKeys, ClientOrigin, GrantType, KeyPurpose};
 use mandate_core::registration::bearer;
 use mandate_core::Error;
 use mandate_types::{ClientId, ClientSecret, ResourceUri};
@@ -230,8 +230,20 @@ async fn list_keys(State(s): State<AppState>) -> Response {
     Json(s.authority.list_keys()).into_response()
 }
 
-async fn rotate_keys(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let info = s.authority.rotate_keys().await?;
+#[derive(Deserialize)]
+struct RotateQuery {
+    /// `jws` (default) or `biscuit`.
+    purpose: Option<KeyPurpose>,
+}
+
+async fn rotate_keys(
+    State(s): State<AppState>,
+    Query(q): Query<RotateQuery>,
+) -> Result<Response, ApiError> {
+    let info = s
+        .authority
+        .rotate_keys(q.purpose.unwrap_or(KeyPurpose::Jws))
+        .await?;
     Ok(Json(info).into_response())
 }
 

@@ -12,9 +12,10 @@ use async_trait::async_trait;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use mandate_audit::{NewEvent, Outcome};
+use mandate_biscuit::RootKeys;
 use mandate_config::Config;
 use mandate_core::audit::AuditLog;
-use mandate_core::keyring::Keyring;
+use mandate_core::keyring::{KeySnapshot, Keyring};
 use mandate_core::Store;
 use mandate_gateway::{
     CardSettings, CardSigner, DecisionEvent, DecisionSink, Gateway, GatewaySettings, Route,
@@ -23,7 +24,7 @@ use mandate_gateway::{
 use mandate_jose::JwkSet;
 use mandate_tower::keys::HttpKeys;
 use mandate_tower::{
-    Guard, KeySource, ProtectedResource, RevocationList, TokenVerifier, TrustedIssuer,
+    BiscuitRoots, Guard, KeySource, ProtectedResource, RevocationList, TokenVerifier, TrustedIssuer,
 };
 use mandate_types::{Clock, ResourceUri};
 
@@ -58,6 +59,30 @@ impl KeySource for Keys {
         Ok(Arc::new(JwkSet {
             keys: self.own.keyring.snapshot().published().to_vec(),
         }))
+    }
+}
+
+/// Mandate's own Biscuit root keys, rebuilt only when the keyring reloads.
+struct OwnBiscuitRoots {
+    keyring: Arc<Keyring>,
+    built: RwLock<Option<(Arc<KeySnapshot>, Arc<RootKeys>)>>,
+}
+
+impl BiscuitRoots for OwnBiscuitRoots {
+    fn roots(&self) -> Arc<RootKeys> {
+        let snapshot = self.keyring.snapshot();
+        if let Ok(built) = self.built.read() {
+            if let Some((from, roots)) = built.as_ref() {
+                if Arc::ptr_eq(from, &snapshot) {
+                    return Arc::clone(roots);
+                }
+            }
+        }
+        let roots = Arc::new(RootKeys::new(snapshot.published_roots()));
+        if let Ok(mut built) = self.built.write() {
+            *built = Some((snapshot, Arc::clone(&roots)));
+        }
+        roots
     }
 }
 
@@ -179,6 +204,7 @@ pub fn build(
     config: &Config,
     store: Arc<dyn Store>,
     keyring: Arc<Keyring>,
+    biscuit_keyring: Arc<Keyring>,
     audit: AuditLog,
     clock: Arc<dyn Clock>,
     revocations: Arc<StoreRevocations>,
@@ -210,7 +236,13 @@ pub fn build(
         },
         http: HttpKeys::new()?,
     };
-    let verifier = TokenVerifier::new(trusted, Arc::new(keys), revocations, g.leeway);
+    let mut verifier = TokenVerifier::new(trusted, Arc::new(keys), revocations, g.leeway);
+    if g.trust_own_issuer {
+        verifier = verifier.with_biscuit_roots(Arc::new(OwnBiscuitRoots {
+            keyring: biscuit_keyring,
+            built: RwLock::new(None),
+        }));
+    }
     let routes = g
         .routes
         .iter()
@@ -230,6 +262,7 @@ pub fn build(
                 public: r.public,
                 mcp: (r.protocol == mandate_tower::Protocol::Mcp).then(|| {
                     mandate_tower::mcp::McpPolicy {
+                        allowed_origins: r.allowed_origins.clone(),
                         levels: r.levels.clone(),
                         tools: r.tools.clone(),
                         catalog: Arc::new(mandate_gateway::mcp::UpstreamCatalog::new(

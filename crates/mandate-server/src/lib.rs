@@ -26,8 +26,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use mandate_config::Config;
 use mandate_core::audit::AuditLog;
-use mandate_core::keyring::{Keyring, KeyringSettings};
-use mandate_core::model::{Client, ClientOrigin, StoredSecret};
+use mandate_core::keyring::{Keyring, KeyringSettings, Keyrings};
+use mandate_core::model::{Client, ClientOrigin, KeyPurpose, StoredSecret};
 use mandate_core::registration::RegistrationPolicy;
 use mandate_core::{Authority, Settings, Store};
 use mandate_store::SqlStore;
@@ -139,6 +139,7 @@ pub async fn start(
             alg: config.signing_alg,
             prepublish: config.key_prepublish,
             retire_after: mandate_core::admin::MAX_ACCESS_TOKEN_TTL + config.leeway,
+            purpose: KeyPurpose::Jws,
         },
     )
     .await
@@ -149,6 +150,20 @@ pub async fn start(
         other => other,
     })?;
     let keyring = Arc::new(keyring);
+    // Biscuit root keys: Ed25519, on the same life cycle as the JWS keys.
+    let biscuit_keyring = Arc::new(
+        Keyring::open(
+            Arc::clone(&dyn_store),
+            Arc::clone(&clock),
+            mandate_jose::MasterKey::from_bytes(&master_bytes),
+            KeyringSettings {
+                alg: mandate_jose::SigningAlg::EdDSA,
+                purpose: KeyPurpose::Biscuit,
+                ..*keyring.settings()
+            },
+        )
+        .await?,
+    );
     let (audit, audit_writer) = AuditLog::start(Arc::clone(&dyn_store));
     let settings = Settings {
         issuer: config.issuer.clone(),
@@ -170,7 +185,10 @@ pub async fn start(
         settings,
         Arc::clone(&dyn_store),
         Arc::clone(&clock),
-        Arc::clone(&keyring),
+        Keyrings {
+            jws: Arc::clone(&keyring),
+            biscuit: Arc::clone(&biscuit_keyring),
+        },
         audit,
         Arc::new(fetch::HttpJwksFetcher::new()?),
         if config.client_metadata_documents {
@@ -192,6 +210,7 @@ pub async fn start(
         config,
         Arc::clone(&dyn_store),
         Arc::clone(&keyring),
+        Arc::clone(&biscuit_keyring),
         authority.audit().clone(),
         Arc::clone(&clock),
         Arc::clone(&revocations),
@@ -294,8 +313,10 @@ async fn housekeeping(authority: Arc<Authority>, mut stopped: watch::Receiver<bo
         tokio::select! {
             _ = stopped.changed() => return,
             _ = reload.tick() => {
-                if let Err(e) = authority.keys().reload().await {
-                    tracing::error!(error = %e, "reloading signing keys failed");
+                for keyring in [authority.keys(), authority.biscuit_keys()] {
+                    if let Err(e) = keyring.reload().await {
+                        tracing::error!(error = %e, "reloading signing keys failed");
+                    }
                 }
             }
             _ = purge.tick() => {

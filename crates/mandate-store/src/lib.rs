@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mandate_audit::{Event, NewEvent, Outcome};
 use mandate_core::model::{
-    Client, Grant, RefreshRecord, RefreshUse, Resource, StoredSigningKey, User,
+    Client, Grant, KeyPurpose, RefreshRecord, RefreshUse, Resource, StoredSigningKey, User,
 };
 use mandate_core::{Store, StoreError};
 use mandate_types::{ClientId, ResourceUri, UnixTime};
@@ -241,14 +241,15 @@ impl Store for SqlStore {
 
     async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, sealed_private_key, created_at, activate_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO signing_keys (kid, alg, sealed_private_key, created_at, activate_at, purpose) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(key.kid.clone())
         .bind(key.alg.as_str().to_owned())
         .bind(key.sealed_private_key.clone())
         .bind(key.created_at)
         .bind(key.activate_at)
+        .bind(key.purpose.as_str().to_owned())
         .execute(&self.pool)
         .await
         .map_err(db)?;
@@ -257,7 +258,7 @@ impl Store for SqlStore {
 
     async fn list_signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
         let rows = sqlx::query(
-            "SELECT kid, alg, sealed_private_key, created_at, activate_at \
+            "SELECT kid, alg, sealed_private_key, created_at, activate_at, purpose \
              FROM signing_keys ORDER BY created_at, kid",
         )
         .fetch_all(&self.pool)
@@ -267,6 +268,7 @@ impl Store for SqlStore {
             .map(|r| {
                 let c = |e| corrupt("signing_keys", e);
                 let alg: String = r.try_get("alg").map_err(c)?;
+                let purpose: String = r.try_get("purpose").map_err(c)?;
                 Ok(StoredSigningKey {
                     kid: r.try_get("kid").map_err(c)?,
                     alg: alg
@@ -275,6 +277,8 @@ impl Store for SqlStore {
                     sealed_private_key: r.try_get("sealed_private_key").map_err(c)?,
                     created_at: r.try_get("created_at").map_err(c)?,
                     activate_at: r.try_get("activate_at").map_err(c)?,
+                    purpose: KeyPurpose::parse(&purpose)
+                        .ok_or_else(|| corrupt("signing_keys", format!("purpose {purpose}")))?,
                 })
             })
             .collect()

@@ -88,6 +88,12 @@ fn migration_2() -> Vec<String> {
     .collect()
 }
 
+/// Keys by purpose: JWS signing keys and Biscuit root keys share one table
+/// and one life cycle.
+fn migration_3() -> Vec<String> {
+    vec!["ALTER TABLE signing_keys ADD COLUMN purpose TEXT NOT NULL DEFAULT 'jws'".to_owned()]
+}
+
 pub(crate) async fn apply(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
     let mut conn = pool.acquire().await.map_err(db)?;
     if backend == Backend::Postgres {
@@ -118,7 +124,11 @@ async fn apply_locked(
     .execute(&mut **conn)
     .await
     .map_err(db)?;
-    let migrations: [(i64, Vec<String>); 2] = [(1, migration_1(backend)), (2, migration_2())];
+    let migrations: [(i64, Vec<String>); 3] = [
+        (1, migration_1(backend)),
+        (2, migration_2()),
+        (3, migration_3()),
+    ];
     for (version, steps) in migrations {
         // SQLite has no advisory lock: `BEGIN IMMEDIATE` takes the write lock
         // before the version is read (waiting out `busy_timeout`), so a second

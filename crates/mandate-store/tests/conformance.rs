@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use mandate_audit::{verify_chain, Event, NewEvent, Outcome, GENESIS_HASH, MAX_REASON_LEN};
 use mandate_core::model::{
-    Client, ClientAuthMethod, ClientKeys, ClientOrigin, GrantType, Resource, StoredSecret,
-    StoredSigningKey,
+    Client, ClientAuthMethod, ClientKeys, ClientOrigin, GrantType, KeyPurpose, Resource,
+    StoredSecret, StoredSigningKey,
 };
 use mandate_core::Store;
 use mandate_jose::{JwkSet, PublicJwk, SigningAlg};
@@ -112,6 +112,11 @@ fn signing_key(kid: &str, created_at: i64) -> StoredSigningKey {
         sealed_private_key: (0..=255u8).chain([0, 0xff, 0]).collect(),
         created_at,
         activate_at: created_at + 3600,
+        purpose: if kid.starts_with("biscuit") {
+            KeyPurpose::Biscuit
+        } else {
+            KeyPurpose::Jws
+        },
     }
 }
 

@@ -14,6 +14,10 @@
 //! signature; `exp`, `nbf`, `iat` with a small leeway; `aud` is this resource;
 //! the token is not revoked; its scopes cover the resource's and the
 //! operation's. Verified tokens are cached until they expire.
+//!
+//! Biscuits ([`mandate_biscuit`]) are accepted where root keys are given
+//! ([`TokenVerifier::with_biscuit_roots`]): the same checks on their
+//! authority block, then every block's checks against the request's facts.
 
 pub mod a2a;
 mod guard;
@@ -28,6 +32,6 @@ pub use policy::{
     Allowed, Denial, Guard, MemoryReplay, ProofReplay, ProtectedResource, Protocol, RequestView,
 };
 pub use token::{
-    KeySource, NoRevocation, RevocationList, TokenError, TokenVerifier, TrustedIssuer,
-    VerifiedAccessToken,
+    BiscuitRoots, KeySource, NoRevocation, RevocationList, StaticRoots, TokenError, TokenVerifier,
+    TrustedIssuer, Verified, VerifiedAccessToken,
 };

@@ -43,6 +43,15 @@ impl Level {
         }
     }
 
+    /// The configuration name, also the Biscuit `level` fact.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Destructive => "destructive",
+        }
+    }
+
     /// The level MCP annotations imply (see the module doc).
     pub fn from_annotations(annotations: Option<&Value>) -> Self {
         let flag = |k: &str| annotations.and_then(|a| a.get(k)).and_then(Value::as_bool);
@@ -99,6 +108,9 @@ pub struct McpPolicy {
     pub tools: HashMap<String, ToolRule>,
     /// The upstream's tools.
     pub catalog: Arc<dyn ToolCatalog>,
+    /// Browser origins allowed besides the resource's own (DNS rebinding
+    /// protection: any other `Origin` is refused with 403).
+    pub allowed_origins: Vec<String>,
 }
 
 impl std::fmt::Debug for McpPolicy {
@@ -114,7 +126,7 @@ impl McpPolicy {
     /// The scopes a tool needs, or `None` for a tool that does not exist.
     pub fn scopes_for(&self, name: &str, info: Option<&ToolInfo>) -> Option<ScopeSet> {
         let rule = self.tools.get(name);
-        let level = rule.and_then(|r| r.level).or(info.map(|i| i.level))?;
+        let level = self.level_of(name, info)?;
         let mut needed: Vec<_> = self
             .levels
             .get(&level)
@@ -124,6 +136,14 @@ impl McpPolicy {
             needed.extend(r.scopes.iter().cloned());
         }
         Some(ScopeSet::from_scopes(needed))
+    }
+
+    /// A tool's level: configured, else from the upstream's annotations.
+    pub fn level_of(&self, name: &str, info: Option<&ToolInfo>) -> Option<Level> {
+        self.tools
+            .get(name)
+            .and_then(|r| r.level)
+            .or(info.map(|i| i.level))
     }
 
     /// What an unknown tool is refused with: the most any tool could need.
@@ -144,8 +164,9 @@ impl McpPolicy {
 /// The parts of an MCP JSON-RPC message the guard needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct McpCall {
-    /// `method`.
-    pub method: String,
+    /// `method`; `None` for a response (the client answering a server
+    /// request such as `sampling/createMessage` or `elicitation/create`).
+    pub method: Option<String>,
     /// `params.name` or `params.uri` (what `Mcp-Name` mirrors).
     pub name: Option<String>,
     /// `id`, when a request (not a notification).
@@ -174,17 +195,30 @@ impl McpRequestError {
     }
 }
 
-/// Parses one client-to-server message. Batches are refused: the revisions
-/// this gateway speaks (2025-06-18 on) removed them.
+/// Parses one client-to-server message: a request, a notification, or a
+/// response to a server request. Batches are refused: the revisions this
+/// gateway speaks (2025-06-18 on) removed them.
 pub fn parse_message(body: &[u8]) -> Result<McpCall, McpRequestError> {
     let v: Value = serde_json::from_slice(body).map_err(|_| McpRequestError::Parse)?;
     let obj = v.as_object().ok_or(McpRequestError::Invalid)?;
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return Err(McpRequestError::Invalid);
     }
-    let method = obj
-        .get("method")
-        .and_then(Value::as_str)
+    let Some(method) = obj.get("method") else {
+        // A response: an id and exactly one of result and error.
+        let id = obj.get("id").filter(|id| id.is_string() || id.is_number());
+        let answered = obj.contains_key("result") != obj.contains_key("error");
+        return match (id, answered) {
+            (Some(id), true) => Ok(McpCall {
+                method: None,
+                name: None,
+                id: Some(id.clone()),
+            }),
+            _ => Err(McpRequestError::Invalid),
+        };
+    };
+    let method = method
+        .as_str()
         .filter(|m| !m.is_empty())
         .ok_or(McpRequestError::Invalid)?;
     let params = obj.get("params");
@@ -193,7 +227,7 @@ pub fn parse_message(body: &[u8]) -> Result<McpCall, McpRequestError> {
         .and_then(Value::as_str)
         .map(str::to_owned);
     Ok(McpCall {
-        method: method.to_owned(),
+        method: Some(method.to_owned()),
         name,
         id: obj.get("id").cloned(),
     })
@@ -230,7 +264,7 @@ pub fn check_mirrored_headers(headers: &HeaderMap, call: &McpCall) -> Result<(),
             .transpose()
     };
     if let Some(m) = header("mcp-method")? {
-        if m != call.method {
+        if call.method.as_deref() != Some(m.as_str()) {
             return Err(McpRequestError::HeaderMismatch);
         }
     }
@@ -268,6 +302,7 @@ mod tests {
     fn overrides_win_and_unknown_tools_need_the_most() {
         let s = |x: &str| ScopeSet::parse(x).unwrap();
         let policy = McpPolicy {
+            allowed_origins: Vec::new(),
             levels: HashMap::from([
                 (Level::Read, s("tools:read")),
                 (Level::Write, s("tools:write")),
@@ -329,5 +364,31 @@ mod tests {
         );
         assert_eq!(parse_message(b"[]"), Err(McpRequestError::Invalid));
         assert_eq!(parse_message(b"{"), Err(McpRequestError::Parse));
+    }
+
+    #[test]
+    fn responses_to_server_requests_are_messages_too() {
+        // The client answering sampling/createMessage or elicitation/create.
+        let answer = parse_message(br#"{"jsonrpc":"2.0","id":0,"result":{"action":"accept"}}"#);
+        assert_eq!(
+            answer,
+            Ok(McpCall {
+                method: None,
+                name: None,
+                id: Some(json!(0)),
+            })
+        );
+        assert!(
+            parse_message(br#"{"jsonrpc":"2.0","id":"a","error":{"code":-1,"message":"no"}}"#)
+                .is_ok()
+        );
+        for bad in [
+            &br#"{"jsonrpc":"2.0","result":{}}"#[..],
+            br#"{"jsonrpc":"2.0","id":1}"#,
+            br#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#,
+            br#"{"jsonrpc":"2.0","id":{},"result":{}}"#,
+        ] {
+            assert_eq!(parse_message(bad), Err(McpRequestError::Invalid));
+        }
     }
 }

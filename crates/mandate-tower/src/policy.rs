@@ -92,6 +92,7 @@ impl Denial {
                     "error": match status {
                         StatusCode::FORBIDDEN => "insufficient_scope",
                         StatusCode::BAD_REQUEST => "invalid_request",
+                        _ if self.challenge.as_deref().is_some_and(|c| c.contains("error=\"invalid_dpop_proof\"")) => "invalid_dpop_proof",
                         _ => "invalid_token",
                     },
                     "error_description": self.description,
@@ -175,6 +176,9 @@ impl ProofReplay for MemoryReplay {
     }
 }
 
+/// The proof algorithms a resource server accepts, for `algs` in challenges.
+const DPOP_ALGS: &str = "EdDSA ES256 RS256";
+
 /// Oldest DPoP proof a resource server accepts, seconds.
 const DPOP_MAX_AGE: i64 = 300;
 
@@ -215,7 +219,7 @@ impl Guard {
             Denial {
             status: StatusCode::UNAUTHORIZED,
             challenge: Some(format!(
-                "DPoP error=\"{error}\", error_description=\"{}\", algs=\"EdDSA ES256 RS256\", resource_metadata=\"{}\"",
+                "DPoP error=\"{error}\", error_description=\"{}\", algs=\"{DPOP_ALGS}\", resource_metadata=\"{}\"",
                 quote(description),
                 quote(&resource.resource_metadata)
             )),
@@ -325,6 +329,9 @@ impl Guard {
             headers,
             body,
         } = request;
+        if let Some(policy) = &resource.mcp {
+            check_origin(resource, policy, headers)?;
+        }
         let token = bearer_token(resource, headers, uri)?;
         let verified = match (resource.public, token) {
             (true, _) => None,
@@ -349,13 +356,23 @@ impl Guard {
             (false, Some((t, dpop_scheme))) => {
                 let verified = self
                     .verifier
-                    .verify(t, &resource.resource, now)
+                    .verify_any(t, &resource.resource, now)
                     .await
-                    .map_err(|e| invalid_token(resource, e))?;
+                    .map_err(|e| {
+                        let mut denial = invalid_token(resource, e);
+                        if dpop_scheme {
+                            // RFC 9449 §7.1: answer in the scheme the client used.
+                            denial.challenge = denial.challenge.map(|c| {
+                                let params = c.strip_prefix("Bearer ").unwrap_or(&c);
+                                format!("DPoP algs=\"{DPOP_ALGS}\", {params}")
+                            });
+                        }
+                        denial
+                    })?;
                 self.check_binding(
                     resource,
                     t,
-                    &verified,
+                    &verified.token,
                     dpop_scheme,
                     method,
                     uri,
@@ -366,6 +383,10 @@ impl Guard {
                 Some(verified)
             }
         };
+        let (verified, biscuit) = match verified {
+            Some(v) => (Some(v.token), v.biscuit),
+            None => (None, None),
+        };
         let malformed = |code: i64, message: &'static str, reason: &'static str| Denial {
             status: StatusCode::BAD_REQUEST,
             challenge: None,
@@ -375,6 +396,7 @@ impl Guard {
             missing_scope: None,
         };
         let mut extra_needed: Option<ScopeSet> = None;
+        let mut level: Option<mcp::Level> = None;
         let (operation, rpc_method, name) = match (resource.protocol, body) {
             (Protocol::A2a, Some(body)) => {
                 let call = parse_jsonrpc(body).map_err(|e: JsonRpcError| {
@@ -401,17 +423,18 @@ impl Guard {
                         malformed(e.code(), "HeaderMismatch", "header_mismatch")
                     }
                 })?;
-                if let (Some(policy), "tools/call", Some(tool)) =
-                    (&resource.mcp, call.method.as_str(), &call.name)
+                if let (Some(policy), Some("tools/call"), Some(tool)) =
+                    (&resource.mcp, call.method.as_deref(), &call.name)
                 {
                     let info = policy.catalog.tool(tool).await;
+                    level = policy.level_of(tool, info.as_ref());
                     extra_needed = Some(
                         policy
                             .scopes_for(tool, info.as_ref())
                             .unwrap_or_else(|| policy.unknown_tool_scopes()),
                     );
                 }
-                (None, Some(call.method), call.name)
+                (None, call.method, call.name)
             }
             (Protocol::Mcp | Protocol::Http, _) => (None, None, None),
         };
@@ -446,6 +469,24 @@ impl Guard {
                     missing_scope: Some(missing),
                 });
             }
+            if let Some(biscuit) = &biscuit {
+                let operation_name = operation.map(A2aOperation::name).or(rpc_method.as_deref());
+                let facts = mandate_biscuit::RequestFacts {
+                    time: now,
+                    resource: &resource.resource,
+                    operation: operation_name,
+                    tool: name
+                        .as_deref()
+                        .filter(|_| rpc_method.as_deref() == Some("tools/call")),
+                    level: level.map(mcp::Level::as_str),
+                    http_method: method.as_str(),
+                    path,
+                    required_scopes: &needed,
+                };
+                biscuit
+                    .authorize(&facts)
+                    .map_err(|refusal| biscuit_refusal(resource, refusal))?;
+            }
         }
         Ok(Allowed {
             token: verified,
@@ -453,6 +494,60 @@ impl Guard {
             method: rpc_method,
             name,
         })
+    }
+}
+
+/// MCP Streamable HTTP: a server MUST refuse a request whose `Origin` it
+/// does not expect, with 403, so a web page cannot reach a local server
+/// through DNS rebinding. The gateway is that server for its clients.
+#[allow(clippy::result_large_err)]
+fn check_origin(
+    resource: &ProtectedResource,
+    policy: &McpPolicy,
+    headers: &HeaderMap,
+) -> Result<(), Denial> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
+    let own = resource.public_origin.trim_end_matches('/');
+    if origin == own || policy.allowed_origins.iter().any(|o| o == origin) {
+        return Ok(());
+    }
+    Err(Denial {
+        status: StatusCode::FORBIDDEN,
+        challenge: None,
+        reason: "origin_not_allowed",
+        description: "requests from this Origin are not allowed".into(),
+        jsonrpc: Some((-32000, "Forbidden", serde_json::Value::Null)),
+        missing_scope: None,
+    })
+}
+
+/// A Biscuit that verified but does not allow this request. Its own expiry
+/// check (block 0) is an expired token; any other failed check is the
+/// token's holder having narrowed it, named so the audit trail shows which.
+fn biscuit_refusal(resource: &ProtectedResource, refusal: mandate_biscuit::Refusal) -> Denial {
+    use mandate_biscuit::Refusal;
+    match refusal {
+        Refusal::Check { block: 0, .. } => invalid_token(resource, TokenError::Expired),
+        Refusal::Limits(_) | Refusal::Other(_) => invalid_token(resource, TokenError::Malformed),
+        refusal => {
+            let description = format!("biscuit: {refusal}");
+            Denial {
+                status: StatusCode::FORBIDDEN,
+                challenge: Some(challenge(
+                    resource,
+                    Some("insufficient_scope"),
+                    None,
+                    Some(&description),
+                )),
+                reason: "biscuit_check_failed",
+                description,
+                jsonrpc: None,
+                missing_scope: None,
+            }
+        }
     }
 }
 

@@ -6,11 +6,17 @@
 //! never from a URL inside the token; the issuer is looked up by the
 //! unverified `iss` and nothing else from the token is trusted until the
 //! signature holds.
+//!
+//! A token without dots is a Biscuit ([`mandate_biscuit`]): its signature
+//! chain is checked against the trusted root keys ([`BiscuitRoots`]) and its
+//! authority block becomes the same [`VerifiedAccessToken`]; the Biscuit
+//! itself is kept so the policy can run its checks against each request.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
+use mandate_biscuit::{BiscuitError, RootKeys, VerifiedBiscuit};
 use mandate_jose::{JoseError, JwkSet, UnverifiedJwt};
 use mandate_types::{ScopeSet, UnixTime};
 use serde::Deserialize;
@@ -108,6 +114,32 @@ pub trait KeySource: Send + Sync + 'static {
     async fn keys(&self, issuer: &str, refresh: bool) -> Result<Arc<JwkSet>, String>;
 }
 
+/// The Biscuit root keys of the trusted issuers.
+pub trait BiscuitRoots: Send + Sync + 'static {
+    /// The keys now (cheap: called for every Biscuit not in the cache).
+    fn roots(&self) -> Arc<RootKeys>;
+}
+
+/// A fixed set of root keys (none: Biscuits are refused).
+#[derive(Debug, Default)]
+pub struct StaticRoots(pub Arc<RootKeys>);
+
+impl BiscuitRoots for StaticRoots {
+    fn roots(&self) -> Arc<RootKeys> {
+        Arc::clone(&self.0)
+    }
+}
+
+/// A verified token, and for a Biscuit the token itself, whose blocks'
+/// checks the policy runs against each request.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// What the token states.
+    pub token: Arc<VerifiedAccessToken>,
+    /// The Biscuit, when the token was one.
+    pub biscuit: Option<Arc<VerifiedBiscuit>>,
+}
+
 /// Whether a token id has been revoked. Checked on every use, cached or not.
 pub trait RevocationList: Send + Sync + 'static {
     /// `true` if `jti` is revoked.
@@ -187,9 +219,10 @@ struct IssOnly {
 pub struct TokenVerifier {
     issuers: HashMap<String, TrustedIssuer>,
     keys: Arc<dyn KeySource>,
+    biscuit_roots: Arc<dyn BiscuitRoots>,
     revocations: Arc<dyn RevocationList>,
     leeway: i64,
-    cache: RwLock<HashMap<String, Arc<VerifiedAccessToken>>>,
+    cache: RwLock<HashMap<String, Verified>>,
 }
 
 impl TokenVerifier {
@@ -203,10 +236,17 @@ impl TokenVerifier {
         Self {
             issuers: issuers.into_iter().map(|i| (i.issuer.clone(), i)).collect(),
             keys,
+            biscuit_roots: Arc::new(StaticRoots::default()),
             revocations,
             leeway,
             cache: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Also accepts Biscuits signed by `roots`.
+    pub fn with_biscuit_roots(mut self, roots: Arc<dyn BiscuitRoots>) -> Self {
+        self.biscuit_roots = roots;
+        self
     }
 
     /// Verifies `token` for `audience` at time `now`.
@@ -216,6 +256,16 @@ impl TokenVerifier {
         audience: &str,
         now: UnixTime,
     ) -> Result<Arc<VerifiedAccessToken>, TokenError> {
+        self.verify_any(token, audience, now).await.map(|v| v.token)
+    }
+
+    /// Verifies a JWT or a Biscuit for `audience` at time `now`.
+    pub async fn verify_any(
+        &self,
+        token: &str,
+        audience: &str,
+        now: UnixTime,
+    ) -> Result<Verified, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
         }
@@ -223,21 +273,38 @@ impl TokenVerifier {
         let verified = match cached {
             Some(v) => v,
             None => {
-                let v = Arc::new(self.verify_signature_and_claims(token, now).await?);
+                let v = if token.contains('.') {
+                    Verified {
+                        token: Arc::new(self.verify_signature_and_claims(token, now).await?),
+                        biscuit: None,
+                    }
+                } else {
+                    self.verify_biscuit(token)?
+                };
                 if let Ok(mut c) = self.cache.write() {
                     if c.len() >= MAX_CACHED_TOKENS {
-                        c.retain(|_, t| t.expires_at + self.leeway > now);
+                        c.retain(|_, t| t.token.expires_at + self.leeway > now);
                         if c.len() >= MAX_CACHED_TOKENS {
                             c.clear();
                         }
                     }
-                    c.insert(token.to_owned(), Arc::clone(&v));
+                    c.insert(token.to_owned(), v.clone());
                 }
                 v
             }
         };
-        // Checked on every use: time moves, revocations arrive, and one
-        // token may be presented at routes with different audiences.
+        self.still_valid(&verified.token, audience, now)?;
+        Ok(verified)
+    }
+
+    /// Checked on every use: time moves, revocations arrive, and one token
+    /// may be presented at routes with different audiences.
+    fn still_valid(
+        &self,
+        verified: &VerifiedAccessToken,
+        audience: &str,
+        now: UnixTime,
+    ) -> Result<(), TokenError> {
         if verified.expires_at + self.leeway <= now {
             return Err(TokenError::Expired);
         }
@@ -251,7 +318,38 @@ impl TokenVerifier {
         {
             return Err(TokenError::Revoked);
         }
-        Ok(verified)
+        Ok(())
+    }
+
+    fn verify_biscuit(&self, token: &str) -> Result<Verified, TokenError> {
+        let roots = self.biscuit_roots.roots();
+        if roots.is_empty() {
+            return Err(TokenError::Malformed);
+        }
+        let biscuit = roots.verify(token).map_err(|e| match e {
+            BiscuitError::UnknownRootKey => TokenError::UnknownKey,
+            BiscuitError::Format(_) => TokenError::BadSignature,
+            _ => TokenError::Malformed,
+        })?;
+        let c = &biscuit.claims;
+        if !self.issuers.contains_key(&c.issuer) {
+            return Err(TokenError::UntrustedIssuer);
+        }
+        let token = VerifiedAccessToken {
+            issuer: c.issuer.clone(),
+            subject: c.subject.clone(),
+            audience: vec![c.audience.clone()],
+            client_id: Some(c.client_id.clone()),
+            scope: c.scopes.clone(),
+            expires_at: c.expires_at,
+            jti: Some(c.token_id.clone()),
+            actors: c.actors.iter().map(|a| a.sub.clone()).collect(),
+            jkt: c.jkt.clone(),
+        };
+        Ok(Verified {
+            token: Arc::new(token),
+            biscuit: Some(Arc::new(biscuit)),
+        })
     }
 
     async fn verify_signature_and_claims(

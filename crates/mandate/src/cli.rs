@@ -49,6 +49,10 @@ pub(crate) enum Command {
     Audit(AuditCommand),
     /// Fetch an access token with client credentials (for trying things out).
     Token(TokenArgs),
+    /// Run Mandate, its gateway and three agents in this process, delegate
+    /// a task down the chain, and print each hop, the refusal and the audit
+    /// trail. Needs no set-up; leaves nothing behind.
+    Demo,
 }
 
 #[derive(Debug, Args)]

@@ -52,6 +52,10 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             let config = load_config(&cli, None, None)?;
             token(&config, args).await
         }
+        Command::Demo => {
+            print!("{}", crate::demo::render(&crate::demo::run().await?));
+            Ok(())
+        }
         other => {
             let config = load_config(&cli, None, None)?;
             let admin = Admin::new(&cli, &config)?;
@@ -70,7 +74,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 Command::Audit(AuditCommand::Tail { lines, once }) => {
                     audit_tail(&admin, *lines, *once).await
                 }
-                Command::Serve(_) | Command::Token(_) => Ok(()),
+                Command::Serve(_) | Command::Token(_) | Command::Demo => Ok(()),
             }
         }
     }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod demo;
 
 use std::process::ExitCode;
 

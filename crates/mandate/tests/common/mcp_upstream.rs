@@ -44,6 +44,16 @@ impl McpUpstream {
         format!("http://{}/mcp", self.addr.unwrap())
     }
 
+    /// Every JSON-RPC method received, in order (`""` for responses).
+    pub fn methods(&self) -> Vec<String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(m, _, _)| m.clone())
+            .collect()
+    }
+
     /// Tools called by someone other than the gateway's own catalog session.
     pub fn tool_calls(&self) -> Vec<String> {
         self.calls

@@ -43,13 +43,17 @@ async fn rotation_lifecycle(db: &TestDb) {
     let (_, _, jwks) = h.get_json("/jwks.json").await;
     assert_eq!(kids(&jwks), vec![new.clone()]);
     let (_, list) = h.admin_send(Method::GET, "/admin/keys", None).await;
-    let states: Vec<&str> = list
+    let states: Vec<(&str, &str)> = list
         .as_array()
         .unwrap()
         .iter()
-        .map(|k| k["state"].as_str().unwrap())
+        .map(|k| (k["purpose"].as_str().unwrap(), k["state"].as_str().unwrap()))
         .collect();
-    assert_eq!(states, ["expired", "active"]);
+    assert_eq!(
+        states,
+        [("jws", "expired"), ("jws", "active"), ("biscuit", "active")],
+        "JWS keys, then the Biscuit root key"
+    );
     assert!(h
         .audit()
         .await

@@ -221,3 +221,48 @@ async fn tools_are_filtered_and_judged_by_level() {
         .await;
     assert!(audited.iter().any(|e| e.event.kind == "gateway.denied"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origins_are_checked_and_answers_to_server_requests_pass() {
+    let (h, up, _db) = start().await;
+    let token = h.token_basic("agent-basic", &[("scope", "read")]).await.2["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let post = |origin: Option<&'static str>, body: Value| {
+        let (h, token) = (&h, &token);
+        async move {
+            let mut req = h
+                .http
+                .post(format!("{}/mcp/files", h.base))
+                .bearer_auth(token)
+                .header("accept", "application/json, text/event-stream")
+                .json(&body);
+            if let Some(o) = origin {
+                req = req.header("origin", o);
+            }
+            let resp = req.send().await.unwrap();
+            (resp.status(), resp.text().await.unwrap())
+        }
+    };
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    // DNS rebinding: a page on another origin is refused before anything else.
+    let (s, body) = post(Some("http://evil.example"), ping.clone()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["code"],
+        -32000
+    );
+    assert!(!up.methods().iter().any(|m| m == "ping"));
+    // The gateway's own origin, or none (a non-browser client), passes.
+    assert_eq!(post(Some(ISSUER), ping.clone()).await.0, StatusCode::OK);
+    assert_eq!(post(None, ping).await.0, StatusCode::OK);
+    // The client's answer to a server request (no method) reaches the upstream.
+    let answer = json!({"jsonrpc": "2.0", "id": 0, "result": {"action": "accept"}});
+    let (s, body) = post(None, answer).await;
+    assert!(s.is_success(), "{s} {body}");
+    assert!(up.methods().iter().any(String::is_empty));
+    // A message that is neither request nor response is still refused.
+    let (s, _) = post(None, json!({"jsonrpc": "2.0", "id": 2})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}

@@ -1,7 +1,9 @@
 mod admin;
 mod authorization_code;
+mod biscuit;
 mod client_auth;
 mod delegation;
+mod demo;
 mod dpop;
 mod gateway;
 mod introspection;
