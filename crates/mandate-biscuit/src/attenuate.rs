@@ -28,7 +28,7 @@ pub struct Attenuation {
     pub scopes: Option<ScopeSet>,
     /// Only at this resource.
     pub resource: Option<String>,
-    /// Only calls of these MCP tools.
+    /// Tool calls only of these MCP tools (other requests are not limited).
     pub tools: Vec<String>,
     /// Only requests before this time.
     pub not_after: Option<UnixTime>,
@@ -46,7 +46,10 @@ impl Attenuation {
             let allowed: BTreeSet<Term> = scopes.iter().map(|s| string(s.as_str())).collect();
             block = block
                 .code_with_params(
-                    "check all required_scope($s), {allowed}.contains($s);",
+                    // `reject if`, not `check all`: a request that needs no
+                    // scope (MCP `initialize`) has no `required_scope` fact,
+                    // and `check all` over nothing fails.
+                    "reject if required_scope($s), !{allowed}.contains($s);",
                     HashMap::from([("allowed".to_owned(), set(allowed))]),
                     HashMap::new(),
                 )
@@ -65,7 +68,9 @@ impl Attenuation {
             let tools: BTreeSet<Term> = self.tools.iter().map(|t| string(t)).collect();
             block = block
                 .code_with_params(
-                    "check if tool($t), {tools}.contains($t);",
+                    // Only tool calls are limited: listing tools and
+                    // opening a session stay possible.
+                    "reject if tool($t), !{tools}.contains($t);",
                     HashMap::from([("tools".to_owned(), set(tools))]),
                     HashMap::new(),
                 )

@@ -36,13 +36,15 @@
 //! `required_scope($s)` per scope the request needs. It then requires
 //! `scope($s)` from the authority block for each required scope.
 //!
-//! Attenuation blocks hold checks over those facts, for example:
+//! Attenuation blocks hold checks over those facts, for example (to allow
+//! only some scopes, use `reject if`: `check all` would fail a request that
+//! needs no scope at all, such as an MCP `initialize`):
 //!
 //! ```text
 //! check if tool("search");
 //! check if time($t), $t <= 2026-12-01T00:00:00Z;
 //! check if resource("https://files.example.com/mcp");
-//! check all required_scope($s), ["files:read"].contains($s);
+//! reject if required_scope($s), !["files:read"].contains($s);
 //! ```
 
 mod attenuate;

@@ -97,6 +97,22 @@ fn scopes_and_expiry_are_enforced() {
 }
 
 #[test]
+fn scope_narrowing_allows_requests_needing_no_scope() {
+    let root = root();
+    let narrowed = attenuate(
+        &minted(&root, None),
+        &Attenuation {
+            scopes: Some(ScopeSet::parse("files:read").unwrap()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let verified = keys(&root).verify(&narrowed).unwrap();
+    let none = ScopeSet::default();
+    assert_eq!(verified.authorize(&request(None, &none, NOW)), Ok(()));
+}
+
+#[test]
 fn attenuation_only_narrows_and_names_the_failing_check() {
     let root = root();
     let token = minted(&root, None);
@@ -121,8 +137,8 @@ fn attenuation_only_narrows_and_names_the_failing_check() {
     );
     for (tool, needed, time, fragment) in [
         (Some("delete"), &read, NOW, "tool"),
-        (None, &read, NOW, "tool"),
         (Some("search"), &write, NOW, "required_scope"),
+        (Some("search"), &write, NOW, "reject if"),
         (Some("search"), &read, NOW + 61, "time"),
     ] {
         match verified.authorize(&request(tool, needed, time)) {

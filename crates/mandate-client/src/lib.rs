@@ -18,6 +18,10 @@
 //!    lifetime), naming each agent in its `act` chain. Asking for more is
 //!    refused with `invalid_scope`, a typed [`Error::OAuth`].
 //!
+//! 5. **Offline narrowing** ([`biscuit`]): ask for a Biscuit
+//!    ([`Exchange::biscuit`]) and append checks to it before handing it on,
+//!    without asking the server.
+//!
 //! [`AuthorizedClient`] does all of it on every request: it picks the token
 //! for the request's URL, attaches it (`Bearer`, or `DPoP` with a proof), and
 //! retries once on a nonce challenge; [`AuthorizedClient::on_behalf_of`]
@@ -85,6 +89,22 @@
 //! ```
 
 mod authorized;
+/// Biscuits: narrow a token offline before handing it to a sub-agent.
+///
+/// ```
+/// use mandate_client::biscuit::{attenuate, Attenuation};
+/// # fn narrow(biscuit: &str) -> Result<String, mandate_client::biscuit::BiscuitError> {
+/// // Only the `search` tool, and only for ten minutes.
+/// attenuate(biscuit, &Attenuation {
+///     tools: vec!["search".into()],
+///     not_after: Some(1_800_000_600),
+///     ..Default::default()
+/// })
+/// # }
+/// ```
+pub mod biscuit {
+    pub use mandate_biscuit::{attenuate, inspect, Attenuation, BiscuitError, TOKEN_TYPE};
+}
 mod cache;
 mod credentials;
 pub mod dpop;

@@ -32,6 +32,7 @@ pub struct Exchange {
     pub(crate) actor_token: Option<String>,
     pub(crate) resource: Option<String>,
     pub(crate) scope: Option<String>,
+    pub(crate) biscuit: bool,
 }
 
 impl Exchange {
@@ -42,7 +43,15 @@ impl Exchange {
             actor_token: None,
             resource: None,
             scope: None,
+            biscuit: false,
         }
+    }
+
+    /// Ask for a Biscuit instead of a JWT: a token the holder can narrow
+    /// further offline with [`crate::biscuit::attenuate`] before handing it on.
+    pub fn biscuit(mut self) -> Self {
+        self.biscuit = true;
+        self
     }
 
     /// The audience of the new token (RFC 8707); default: the subject
@@ -76,6 +85,7 @@ impl std::fmt::Debug for Exchange {
             )
             .field("resource", &self.resource)
             .field("scope", &self.scope)
+            .field("biscuit", &self.biscuit)
             .finish()
     }
 }
@@ -110,7 +120,14 @@ impl Grant {
                     form.push(("actor_token", a.as_str()));
                     form.push(("actor_token_type", ACCESS_TOKEN_TYPE));
                 }
-                form.push(("requested_token_type", ACCESS_TOKEN_TYPE));
+                form.push((
+                    "requested_token_type",
+                    if x.biscuit {
+                        mandate_biscuit::TOKEN_TYPE
+                    } else {
+                        ACCESS_TOKEN_TYPE
+                    },
+                ));
                 (&x.resource, &x.scope)
             }
         };

@@ -178,6 +178,7 @@ impl TokenSource {
             TokenKind::Exchange {
                 subject: digest(&exchange.subject_token),
                 actor: exchange.actor_token.as_deref().map(digest),
+                biscuit: exchange.biscuit,
             },
         );
         self.cached(&key, Grant::Exchange(exchange)).await

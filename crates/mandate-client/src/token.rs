@@ -88,6 +88,8 @@ pub enum TokenKind {
         subject: [u8; 32],
         /// SHA-256 of the actor token, if one was sent.
         actor: Option<[u8; 32]>,
+        /// A Biscuit was asked for rather than a JWT.
+        biscuit: bool,
     },
 }
 

@@ -230,6 +230,50 @@ async fn exchange_narrows_and_widening_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_for_a_biscuit_and_narrow_it_offline() {
+    use mandate_client::biscuit::{attenuate, inspect, Attenuation, TOKEN_TYPE};
+    let h = Harness::start().await;
+    let agent = h.dpop_source("agent-secret");
+    let relay = h.dpop_source("relay");
+    let subject = agent
+        .client_credentials(Some(API), Some("read write"))
+        .await
+        .unwrap();
+    let biscuit = relay
+        .exchange(
+            Exchange::new(subject.secret())
+                .resource(API)
+                .scope("read")
+                .biscuit(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(biscuit.issued_token_type(), Some(TOKEN_TYPE));
+    assert_eq!(
+        biscuit.token_type(),
+        TokenType::DPoP,
+        "bound to the relay's key"
+    );
+    // A JWT for the same exchange is a different cache entry.
+    let jwt = relay
+        .exchange(Exchange::new(subject.secret()).resource(API).scope("read"))
+        .await
+        .unwrap();
+    assert_eq!(jwt.issued_token_type(), Some(AT));
+    let narrowed = attenuate(
+        biscuit.secret(),
+        &Attenuation {
+            tools: vec!["search".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let blocks = inspect(&narrowed).unwrap();
+    assert!(blocks[0].contains("client(\"relay\")"), "{}", blocks[0]);
+    assert!(blocks[1].contains("tool"), "{}", blocks[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorized_client_through_the_gateway() {
     let h = Harness::start().await;
     let base = format!("{ISSUER}/agents/echo");

@@ -395,11 +395,11 @@ impl Gateway {
                     .record(DecisionEvent {
                         route: route.path.clone(),
                         resource: route.policy.resource.clone(),
-                        operation: None,
-                        client_id: None,
-                        subject: None,
-                        scopes: None,
-                        jti: None,
+                        operation: denial.operation.clone(),
+                        client_id: denial.caller.as_ref().and_then(|t| t.client_id.clone()),
+                        subject: denial.caller.as_ref().map(|t| t.subject.clone()),
+                        scopes: denial.caller.as_ref().map(|t| t.scope.to_string()),
+                        jti: denial.caller.as_ref().and_then(|t| t.jti.clone()),
                         allowed: false,
                         // A Biscuit's failed check is named: the holder's own
                         // narrowing is what an auditor needs to see.
@@ -442,37 +442,33 @@ impl Gateway {
                     .upstream(&route.path, upstream_started.elapsed().as_secs_f64());
                 let (mut p, b) = resp.into_parts();
                 strip_hop_by_hop(&mut p.headers);
-                let filter = match (&route.policy.mcp, allowed.method.as_deref(), &allowed.token) {
-                    (Some(policy), Some("tools/list"), Some(token)) if p.status.is_success() => {
-                        Some((policy, token))
-                    }
-                    _ => None,
-                };
-                match filter {
+                let filter = route.policy.mcp.is_some()
+                    && allowed.token.is_some()
+                    && allowed.method.as_deref() == Some("tools/list")
+                    && p.status.is_success();
+                if filter {
                     // A caller sees only the tools it may call.
-                    Some((policy, token)) => {
-                        let sse = mcp::is_sse(p.headers.get(header::CONTENT_TYPE));
-                        match Limited::new(b, mcp::MAX_MCP_MESSAGE).collect().await {
-                            Ok(c) => {
-                                let filtered = mcp::filter_tools_list(
-                                    &c.to_bytes(),
-                                    sse,
-                                    policy,
-                                    &token.scope,
-                                );
-                                p.headers.remove(header::CONTENT_LENGTH);
-                                (Response::from_parts(p, Body::from(filtered)), "allow")
-                            }
-                            Err(_) => (
-                                json_response(
-                                    StatusCode::BAD_GATEWAY,
-                                    json!({"error": "bad_gateway", "error_description": "the upstream's tool list is too large"}),
-                                ),
-                                "upstream_error",
-                            ),
+                    let now = self.clock.now();
+                    let may_call = |name: &str, info: &mandate_tower::mcp::ToolInfo| {
+                        allowed.may_call_tool(&route.policy, name, Some(info), now)
+                    };
+                    let sse = mcp::is_sse(p.headers.get(header::CONTENT_TYPE));
+                    match Limited::new(b, mcp::MAX_MCP_MESSAGE).collect().await {
+                        Ok(c) => {
+                            let filtered = mcp::filter_tools_list(&c.to_bytes(), sse, &may_call);
+                            p.headers.remove(header::CONTENT_LENGTH);
+                            (Response::from_parts(p, Body::from(filtered)), "allow")
                         }
+                        Err(_) => (
+                            json_response(
+                                StatusCode::BAD_GATEWAY,
+                                json!({"error": "bad_gateway", "error_description": "the upstream's tool list is too large"}),
+                            ),
+                            "upstream_error",
+                        ),
                     }
-                    None => (Response::from_parts(p, Body::new(b)), "allow"),
+                } else {
+                    (Response::from_parts(p, Body::new(b)), "allow")
                 }
             }
             Ok(Err(e)) => {

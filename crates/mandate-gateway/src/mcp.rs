@@ -19,8 +19,8 @@ use http_body_util::{BodyExt as _, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use mandate_tower::mcp::{Level, McpPolicy, ToolCatalog, ToolInfo};
-use mandate_types::ScopeSet;
+use mandate_tower::mcp::{Level, ToolCatalog, ToolInfo};
+
 use serde_json::{json, Value};
 
 /// How long a learned tool list is used.
@@ -202,7 +202,11 @@ fn messages(body: &[u8], sse: bool) -> Vec<Value> {
 }
 
 /// Removes from a `tools/list` result every tool `scope` may not call.
-fn filter_message(message: &mut Value, policy: &McpPolicy, scope: &ScopeSet) {
+/// Whether the caller may call a tool, given its name and what the
+/// upstream's annotations say of it.
+pub(crate) type MayCall<'a> = &'a dyn Fn(&str, &ToolInfo) -> bool;
+
+fn filter_message(message: &mut Value, may_call: MayCall<'_>) {
     if let Some(tools) = message
         .pointer_mut("/result/tools")
         .and_then(Value::as_array_mut)
@@ -212,22 +216,17 @@ fn filter_message(message: &mut Value, policy: &McpPolicy, scope: &ScopeSet) {
             let info = ToolInfo {
                 level: Level::from_annotations(t.get("annotations")),
             };
-            policy.may_call(name, Some(&info), scope)
+            may_call(name, &info)
         });
     }
 }
 
 /// Filters a whole `tools/list` response body (JSON or SSE).
-pub(crate) fn filter_tools_list(
-    body: &Bytes,
-    sse: bool,
-    policy: &McpPolicy,
-    scope: &ScopeSet,
-) -> Bytes {
+pub(crate) fn filter_tools_list(body: &Bytes, sse: bool, may_call: MayCall<'_>) -> Bytes {
     if !sse {
         return match serde_json::from_slice::<Value>(body) {
             Ok(mut v) => {
-                filter_message(&mut v, policy, scope);
+                filter_message(&mut v, may_call);
                 Bytes::from(v.to_string())
             }
             Err(_) => body.clone(),
@@ -243,7 +242,7 @@ pub(crate) fn filter_tools_list(
             .collect();
         match serde_json::from_str::<Value>(&data.join("\n")) {
             Ok(mut v) if v.pointer("/result/tools").is_some() => {
-                filter_message(&mut v, policy, scope);
+                filter_message(&mut v, may_call);
                 for line in event
                     .lines()
                     .filter(|l| !l.starts_with("data:") && !l.is_empty())
@@ -264,7 +263,8 @@ pub(crate) fn filter_tools_list(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mandate_tower::mcp::StaticCatalog;
+    use mandate_tower::mcp::{McpPolicy, StaticCatalog};
+    use mandate_types::ScopeSet;
     use std::sync::Arc;
 
     fn policy() -> McpPolicy {
@@ -288,17 +288,16 @@ mod tests {
             {"name": "write_file", "annotations": {"destructiveHint": false}},
             {"name": "delete_file"}
         ]}});
-        let scope = ScopeSet::parse("r").unwrap();
-        let out = filter_tools_list(&Bytes::from(list.to_string()), false, &policy(), &scope);
+        let holding = |scope: &'static str| {
+            move |name: &str, info: &ToolInfo| {
+                policy().may_call(name, Some(info), &ScopeSet::parse(scope).unwrap())
+            }
+        };
+        let out = filter_tools_list(&Bytes::from(list.to_string()), false, &holding("r"));
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["result"]["tools"].as_array().unwrap().len(), 1);
         let sse = format!("event: message\ndata: {list}\n\n");
-        let out = filter_tools_list(
-            &Bytes::from(sse),
-            true,
-            &policy(),
-            &ScopeSet::parse("r w").unwrap(),
-        );
+        let out = filter_tools_list(&Bytes::from(sse), true, &holding("r w"));
         let text = String::from_utf8(out.to_vec()).unwrap();
         assert!(text.starts_with("event: message\ndata: "));
         assert!(text.contains("write_file") && !text.contains("delete_file"));

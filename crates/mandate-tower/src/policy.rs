@@ -71,6 +71,10 @@ pub struct Denial {
     pub jsonrpc: Option<(i64, &'static str, serde_json::Value)>,
     /// Scopes the caller lacks, for 403.
     pub missing_scope: Option<ScopeSet>,
+    /// Who was refused, when the token verified (for the audit trail).
+    pub caller: Option<Arc<VerifiedAccessToken>>,
+    /// The operation refused (A2A operation, MCP method and tool), when known.
+    pub operation: Option<String>,
 }
 
 impl Denial {
@@ -119,12 +123,54 @@ impl Denial {
 pub struct Allowed {
     /// The verified token; `None` on a public resource.
     pub token: Option<Arc<VerifiedAccessToken>>,
+    /// The Biscuit, when the token was one (its blocks also narrow what
+    /// `tools/list` shows: [`Allowed::may_call_tool`]).
+    pub biscuit: Option<Arc<mandate_biscuit::VerifiedBiscuit>>,
     /// The operation, when one was recognised.
     pub operation: Option<A2aOperation>,
     /// The JSON-RPC method as sent, when the body was JSON-RPC.
     pub method: Option<String>,
     /// The MCP tool (or resource, prompt) the request names.
     pub name: Option<String>,
+}
+
+impl Allowed {
+    /// Whether this caller could call MCP tool `name` on `resource` at
+    /// `now`: what `tools/list` filtering asks, by the same rules as a
+    /// `tools/call` (the route's and the tool's scopes, and for a Biscuit
+    /// every block's checks).
+    pub fn may_call_tool(
+        &self,
+        resource: &ProtectedResource,
+        name: &str,
+        info: Option<&mcp::ToolInfo>,
+        now: UnixTime,
+    ) -> bool {
+        let (Some(policy), Some(token)) = (&resource.mcp, &self.token) else {
+            return false;
+        };
+        let Some(tool_scopes) = policy.scopes_for(name, info) else {
+            return false;
+        };
+        let needed =
+            ScopeSet::from_scopes(resource.scopes.iter().chain(tool_scopes.iter()).cloned());
+        if !needed.is_subset(&token.scope) {
+            return false;
+        }
+        self.biscuit.as_ref().is_none_or(|b| {
+            b.authorize(&mandate_biscuit::RequestFacts {
+                time: now,
+                resource: &resource.resource,
+                operation: Some("tools/call"),
+                tool: Some(name),
+                level: policy.level_of(name, info).map(mcp::Level::as_str),
+                http_method: "POST",
+                path: "/",
+                required_scopes: &needed,
+            })
+            .is_ok()
+        })
+    }
 }
 
 /// The parts of a request a decision reads.
@@ -227,6 +273,8 @@ impl Guard {
             description: description.to_owned(),
             jsonrpc: None,
             missing_scope: None,
+            caller: None,
+            operation: None,
         }
         };
         let Some(jkt) = &verified.jkt else {
@@ -351,6 +399,8 @@ impl Guard {
                     description: "a bearer token is required".into(),
                     jsonrpc: None,
                     missing_scope: None,
+                    caller: None,
+                    operation: None,
                 });
             }
             (false, Some((t, dpop_scheme))) => {
@@ -394,6 +444,8 @@ impl Guard {
             description: "the body is not a valid JSON-RPC 2.0 request".into(),
             jsonrpc: Some((code, message, serde_json::Value::Null)),
             missing_scope: None,
+            caller: None,
+            operation: None,
         };
         let mut extra_needed: Option<ScopeSet> = None;
         let mut level: Option<mcp::Level> = None;
@@ -439,6 +491,18 @@ impl Guard {
             (Protocol::Mcp | Protocol::Http, _) => (None, None, None),
         };
         if let Some(token) = &verified {
+            // What a refusal names in the audit trail: who, and what they tried.
+            let refused = |mut denial: Denial| {
+                denial.caller = Some(Arc::clone(token));
+                denial.operation = operation
+                    .map(|o| o.name().to_owned())
+                    .or_else(|| rpc_method.clone())
+                    .map(|op| match &name {
+                        Some(n) => format!("{op}:{n}"),
+                        None => op,
+                    });
+                denial
+            };
             let mut needed = resource.scopes.clone();
             if let Some(extra) = operation.and_then(|op| resource.operations.get(&op)) {
                 needed = ScopeSet::from_scopes(needed.iter().chain(extra.iter()).cloned());
@@ -455,7 +519,7 @@ impl Guard {
                 } else {
                     &missing
                 };
-                return Err(Denial {
+                return Err(refused(Denial {
                     status: StatusCode::FORBIDDEN,
                     challenge: Some(challenge(
                         resource,
@@ -467,7 +531,9 @@ impl Guard {
                     description: format!("missing scope: {missing}"),
                     jsonrpc: None,
                     missing_scope: Some(missing),
-                });
+                    caller: None,
+                    operation: None,
+                }));
             }
             if let Some(biscuit) = &biscuit {
                 let operation_name = operation.map(A2aOperation::name).or(rpc_method.as_deref());
@@ -485,11 +551,12 @@ impl Guard {
                 };
                 biscuit
                     .authorize(&facts)
-                    .map_err(|refusal| biscuit_refusal(resource, refusal))?;
+                    .map_err(|refusal| refused(biscuit_refusal(resource, refusal)))?;
             }
         }
         Ok(Allowed {
             token: verified,
+            biscuit,
             operation,
             method: rpc_method,
             name,
@@ -521,6 +588,8 @@ fn check_origin(
         description: "requests from this Origin are not allowed".into(),
         jsonrpc: Some((-32000, "Forbidden", serde_json::Value::Null)),
         missing_scope: None,
+        caller: None,
+        operation: None,
     })
 }
 
@@ -546,6 +615,8 @@ fn biscuit_refusal(resource: &ProtectedResource, refusal: mandate_biscuit::Refus
                 description,
                 jsonrpc: None,
                 missing_scope: None,
+                caller: None,
+                operation: None,
             }
         }
     }
@@ -565,6 +636,8 @@ fn invalid_token(resource: &ProtectedResource, e: TokenError) -> Denial {
         description,
         jsonrpc: None,
         missing_scope: None,
+        caller: None,
+        operation: None,
     }
 }
 
@@ -581,6 +654,8 @@ fn bad_request(resource: &ProtectedResource, reason: &'static str, description: 
         description: description.to_owned(),
         jsonrpc: None,
         missing_scope: None,
+        caller: None,
+        operation: None,
     }
 }
 

@@ -47,7 +47,9 @@ pub(crate) enum Command {
     /// Read and verify the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Fetch an access token with client credentials (for trying things out).
+    /// Fetch an access token with client credentials (for trying things
+    /// out), or narrow and read a Biscuit offline (`token attenuate`,
+    /// `token inspect`).
     Token(TokenArgs),
     /// Run Mandate, its gateway and three agents in this process, delegate
     /// a task down the chain, and print each hop, the refusal and the audit
@@ -183,7 +185,11 @@ pub(crate) enum KeysCommand {
     /// List signing keys and their states.
     List,
     /// Publish a new key that signs after the pre-publication window.
-    Rotate,
+    Rotate {
+        /// Rotate the Biscuit root key instead of the JWS signing key.
+        #[arg(long)]
+        biscuit: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,13 +214,22 @@ pub(crate) enum AuditCommand {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub(crate) struct TokenArgs {
+    /// Work on a Biscuit offline instead of fetching a token.
+    #[command(subcommand)]
+    pub(crate) offline: Option<TokenOffline>,
     /// Client id.
-    #[arg(long)]
-    pub(crate) client_id: String,
+    #[arg(long, required = true)]
+    pub(crate) client_id: Option<String>,
     /// Client secret.
-    #[arg(long, env = "MANDATE_CLIENT_SECRET", hide_env_values = true)]
-    pub(crate) client_secret: String,
+    #[arg(
+        long,
+        env = "MANDATE_CLIENT_SECRET",
+        hide_env_values = true,
+        required = true
+    )]
+    pub(crate) client_secret: Option<String>,
     /// Resource (audience).
     #[arg(long)]
     pub(crate) resource: Option<String>,
@@ -224,4 +239,39 @@ pub(crate) struct TokenArgs {
     /// Token endpoint (default: the configured issuer's).
     #[arg(long)]
     pub(crate) token_url: Option<String>,
+}
+
+/// Biscuit work that needs no server: only the token.
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenOffline {
+    /// Append a block of checks to a Biscuit, narrowing it; prints the new
+    /// token. Each option adds one check; all of them must hold.
+    Attenuate {
+        /// The Biscuit (base64url); `-` reads it from standard input.
+        token: String,
+        /// Only calls of these MCP tools (repeat for several).
+        #[arg(long = "tool")]
+        tools: Vec<String>,
+        /// Only requests needing at most these scopes (space-delimited).
+        #[arg(long)]
+        scope: Option<String>,
+        /// Only at this resource.
+        #[arg(long)]
+        resource: Option<String>,
+        /// Only until this time: RFC 3339 (`2026-12-01T00:00:00Z`) or a
+        /// duration from now (`10m`).
+        #[arg(long)]
+        expires: Option<String>,
+        /// Further Datalog, e.g. `check if operation("tools/call");`.
+        #[arg(long)]
+        check: Option<String>,
+        /// Seal the token: no block can be added after this one.
+        #[arg(long)]
+        seal: bool,
+    },
+    /// Print each block of a Biscuit as Datalog (signatures not checked).
+    Inspect {
+        /// The Biscuit (base64url); `-` reads it from standard input.
+        token: String,
+    },
 }

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use mandate_audit::{ChainVerifier, Event};
 use mandate_config::{Config, LogFormat, Overrides};
-use mandate_types::SystemClock;
+use mandate_types::{Clock as _, SystemClock};
 use serde_json::{json, Value};
 
 use crate::cli::{
-    AuditCommand, Cli, ClientCommand, Command, KeysCommand, ResourceCommand, TokenArgs, UserCommand,
+    AuditCommand, Cli, ClientCommand, Command, KeysCommand, ResourceCommand, TokenArgs,
+    TokenOffline, UserCommand,
 };
 
 type Result<T> = std::result::Result<T, String>;
@@ -48,6 +49,10 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             init_logging(format);
             serve(config).await
         }
+        Command::Token(TokenArgs {
+            offline: Some(offline),
+            ..
+        }) => token_offline(offline),
         Command::Token(args) => {
             let config = load_config(&cli, None, None)?;
             token(&config, args).await
@@ -64,9 +69,17 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 Command::Resource(c) => resource(&admin, c).await,
                 Command::User(c) => user(&admin, c).await,
                 Command::Keys(KeysCommand::List) => print(admin.get("/admin/keys").await?),
-                Command::Keys(KeysCommand::Rotate) => print(
+                Command::Keys(KeysCommand::Rotate { biscuit }) => print(
                     admin
-                        .send(reqwest::Method::POST, "/admin/keys/rotate", None)
+                        .send(
+                            reqwest::Method::POST,
+                            if *biscuit {
+                                "/admin/keys/rotate?purpose=biscuit"
+                            } else {
+                                "/admin/keys/rotate"
+                            },
+                            None,
+                        )
                         .await?,
                 ),
                 Command::Audit(AuditCommand::Verify) => audit_verify(&admin).await,
@@ -548,7 +561,85 @@ async fn audit_tail(admin: &Admin, lines: i64, once: bool) -> Result<()> {
     }
 }
 
+/// `mandate token attenuate|inspect`: offline, no configuration needed.
+fn token_offline(command: &TokenOffline) -> Result<()> {
+    let read = |t: &str| -> Result<String> {
+        if t != "-" {
+            return Ok(t.trim().to_owned());
+        }
+        let mut s = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(std::io::stdin(), 64 * 1024),
+            &mut s,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(s.trim().to_owned())
+    };
+    match command {
+        TokenOffline::Inspect { token } => {
+            for (i, block) in mandate_biscuit::inspect(&read(token)?)
+                .map_err(|e| e.to_string())?
+                .iter()
+                .enumerate()
+            {
+                let name = if i == 0 { "authority" } else { "attenuation" };
+                println!("// block {i} ({name})\n{}\n", block.trim_end());
+            }
+            Ok(())
+        }
+        TokenOffline::Attenuate {
+            token,
+            tools,
+            scope,
+            resource,
+            expires,
+            check,
+            seal,
+        } => {
+            let not_after = expires.as_deref().map(parse_expiry).transpose()?;
+            let attenuation = mandate_biscuit::Attenuation {
+                scopes: scope
+                    .as_deref()
+                    .map(mandate_types::ScopeSet::parse)
+                    .transpose()
+                    .map_err(|e| format!("--scope: {e}"))?,
+                resource: resource.clone(),
+                tools: tools.clone(),
+                not_after,
+                datalog: check.clone(),
+                seal: *seal,
+            };
+            let narrowed = mandate_biscuit::attenuate(&read(token)?, &attenuation)
+                .map_err(|e| e.to_string())?;
+            println!("{narrowed}");
+            Ok(())
+        }
+    }
+}
+
+/// RFC 3339, or a duration from now.
+fn parse_expiry(raw: &str) -> Result<i64> {
+    let at = match humantime::parse_rfc3339_weak(raw) {
+        Ok(t) => t,
+        Err(_) => {
+            let d = humantime::parse_duration(raw)
+                .map_err(|_| format!("--expires {raw}: neither RFC 3339 nor a duration"))?;
+            std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(SystemClock.now().unsigned_abs())
+                + d
+        }
+    };
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs();
+    i64::try_from(secs).map_err(|e| e.to_string())
+}
+
 async fn token(config: &Config, args: &TokenArgs) -> Result<()> {
+    let (Some(client_id), Some(client_secret)) = (&args.client_id, &args.client_secret) else {
+        return Err("--client-id and --client-secret are required".into());
+    };
     let url = args
         .token_url
         .clone()
@@ -562,10 +653,7 @@ async fn token(config: &Config, args: &TokenArgs) -> Result<()> {
     }
     let response = reqwest::Client::new()
         .post(&url)
-        .basic_auth(
-            form_encode(&args.client_id),
-            Some(form_encode(&args.client_secret)),
-        )
+        .basic_auth(form_encode(client_id), Some(form_encode(client_secret)))
         .form(&form)
         .send()
         .await

@@ -255,9 +255,32 @@ async fn gateway_runs_every_block_and_names_the_failed_check() {
             .reason
             .as_deref()
             .unwrap()
-            .contains("check if tool($t)"),
+            .contains("reject if tool($t)"),
         "the failed check is named: {denied:?}"
     );
+    assert_eq!(
+        denied.event.client_id.as_deref(),
+        Some("tool-agent"),
+        "and who was refused"
+    );
+    assert_eq!(denied.event.subject.as_deref(), Some("agent-basic"));
+    assert!(denied
+        .event
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("operation=tools/call:write_file"));
+    // tools/list shows only what the narrowed token may call.
+    let (s, _, out) = call(&h, &bearer(&narrowed), None, "tools/list", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{out}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = listed["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["read_file"]);
 
     // Narrowed to fewer scopes and an expiry: a write is refused, then everything after the expiry.
     let now = h.clock.now();
@@ -392,4 +415,90 @@ async fn dpop_bound_biscuits_need_the_key() {
         StatusCode::UNAUTHORIZED,
         "a proof from another key is refused"
     );
+}
+
+/// `mandate token attenuate` and `inspect` work offline on a Biscuit, and
+/// the narrowing holds when the result is verified and authorized.
+#[test]
+fn cli_attenuates_and_inspects_offline() {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    use std::process::Command;
+    let der = ed25519_dalek::SigningKey::from_bytes(&[3; 32])
+        .to_pkcs8_der()
+        .unwrap();
+    let root = mandate_biscuit::RootKey::from_ed25519_pkcs8("cli", der.as_bytes()).unwrap();
+    let scopes = mandate_types::ScopeSet::parse("read write").unwrap();
+    let token = mandate_biscuit::mint(
+        &root,
+        &mandate_biscuit::Grant {
+            issuer: ISSUER,
+            subject: "alice",
+            client_id: "tool-agent",
+            audience: API,
+            scopes: &scopes,
+            token_id: "j1",
+            expires_at: 4_000_000_000,
+            actors: &[],
+            jkt: None,
+        },
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_mandate");
+    let out = Command::new(bin)
+        .args([
+            "token",
+            "attenuate",
+            &token,
+            "--tool",
+            "read_file",
+            "--expires",
+            "10m",
+            "--seal",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let narrowed = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let verified = RootKeys::new([&root.published()])
+        .verify(&narrowed)
+        .unwrap();
+    let needed = mandate_types::ScopeSet::parse("read").unwrap();
+    let now = mandate_types::SystemClock.now();
+    let request = |tool: &'static str, time: i64| mandate_biscuit::RequestFacts {
+        time,
+        resource: API,
+        operation: Some("tools/call"),
+        tool: Some(tool),
+        level: None,
+        http_method: "POST",
+        path: "/",
+        required_scopes: &needed,
+    };
+    assert!(verified.authorize(&request("read_file", now)).is_ok());
+    assert!(verified.authorize(&request("write_file", now)).is_err());
+    assert!(verified
+        .authorize(&request("read_file", now + 3600))
+        .is_err());
+
+    let out = Command::new(bin)
+        .args(["token", "inspect", &narrowed])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(printed.contains("// block 0 (authority)") && printed.contains("subject(\"alice\")"));
+    assert!(printed.contains("// block 1 (attenuation)") && printed.contains("read_file"));
+    // Sealed: the CLI refuses to add another block.
+    let out = Command::new(bin)
+        .args(["token", "attenuate", &narrowed, "--tool", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sealed"));
+    // Fetching a token still needs its credentials.
+    let out = Command::new(bin).args(["token"]).output().unwrap();
+    assert!(!out.status.success());
 }
