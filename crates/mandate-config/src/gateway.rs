@@ -2,11 +2,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use mandate_tower::mcp::{Level, ToolRule};
+use mandate_tower::mcp::{Level, ScopeRules, ToolRule};
 use mandate_tower::{A2aOperation, Protocol};
 use mandate_types::{ResourceUri, ScopeSet};
 
-use crate::raw::RawGateway;
+use crate::raw::{RawGateway, RawItem};
 use crate::{duration, err, ConfigError};
 
 /// Paths the authorization server owns; no route may shadow them.
@@ -60,6 +60,10 @@ pub struct RouteConfig {
     pub levels: HashMap<Level, ScopeSet>,
     /// MCP: per-tool overrides.
     pub tools: HashMap<String, ToolRule>,
+    /// MCP: scopes of every prompt, and per prompt name (or `prefix*`).
+    pub prompts: ScopeRules,
+    /// MCP: scopes of every resource, and per URI (or `prefix*`).
+    pub resources: ScopeRules,
     /// No token needed.
     pub public: bool,
     /// Forward the caller's token.
@@ -97,6 +101,42 @@ pub struct GatewayConfig {
 
 fn scopes(key: &str, list: &[String]) -> Result<ScopeSet, ConfigError> {
     ScopeSet::parse(&list.join(" ")).map_err(|e| err(key, e.to_string()))
+}
+
+/// Longest prompt name or resource URI pattern.
+const MAX_PATTERN_LEN: usize = 2048;
+
+/// `<what>_scopes` and `[<what>."<pattern>"]` of route `i` as rules. A
+/// pattern is a name (URI), or a prefix followed by one `*`.
+fn scope_rules(
+    i: usize,
+    what: &str,
+    all: &[String],
+    items: &BTreeMap<String, RawItem>,
+) -> Result<ScopeRules, ConfigError> {
+    let singular = what.trim_end_matches('s');
+    let mut rules = BTreeMap::new();
+    for (pattern, item) in items {
+        let key = format!("gateway.routes[{i}].{what}.{pattern:?}");
+        let star = pattern.find('*');
+        if pattern.is_empty()
+            || pattern.len() > MAX_PATTERN_LEN
+            || star.is_some_and(|at| at + 1 != pattern.len())
+        {
+            return Err(err(
+                key,
+                format!("a {singular} pattern is a non-empty name, or a prefix ending in one `*`"),
+            ));
+        }
+        rules.insert(
+            pattern.clone(),
+            scopes(&format!("{key}.scopes"), &item.scopes)?,
+        );
+    }
+    Ok(ScopeRules {
+        all: scopes(&format!("gateway.routes[{i}].{singular}_scopes"), all)?,
+        rules,
+    })
 }
 
 pub(crate) fn gateway_config(raw: RawGateway, issuer: &str) -> Result<GatewayConfig, ConfigError> {
@@ -216,6 +256,18 @@ pub(crate) fn gateway_config(raw: RawGateway, issuer: &str) -> Result<GatewayCon
                 "levels and tools apply to mcp routes only",
             ));
         }
+        let prompts = scope_rules(i, "prompts", &r.prompt_scopes, &r.prompts)?;
+        let resources = scope_rules(i, "resources", &r.resource_scopes, &r.resources)?;
+        let item_rules = !r.prompt_scopes.is_empty()
+            || !r.prompts.is_empty()
+            || !r.resource_scopes.is_empty()
+            || !r.resources.is_empty();
+        if protocol != Protocol::Mcp && item_rules {
+            return Err(err(
+                key("prompts"),
+                "prompts, prompt_scopes, resources and resource_scopes apply to mcp routes only",
+            ));
+        }
         if protocol == Protocol::Mcp && !r.public && levels.len() != 3 {
             return Err(err(
                 key("levels"),
@@ -227,7 +279,8 @@ pub(crate) fn gateway_config(raw: RawGateway, issuer: &str) -> Result<GatewayCon
                 || !operations.is_empty()
                 || !skills.is_empty()
                 || !levels.is_empty()
-                || !tools.is_empty())
+                || !tools.is_empty()
+                || item_rules)
         {
             return Err(err(
                 key("public"),
@@ -264,6 +317,8 @@ pub(crate) fn gateway_config(raw: RawGateway, issuer: &str) -> Result<GatewayCon
             skills,
             levels,
             tools,
+            prompts,
+            resources,
             public: r.public,
             pass_token: r.pass_token,
             upstream_timeout,

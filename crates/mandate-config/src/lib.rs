@@ -7,6 +7,7 @@
 
 mod gateway;
 mod raw;
+mod trust;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use std::path::PathBuf;
 
 use mandate_core::model::{ClientAuthMethod, ClientKeys, GrantType};
 use mandate_core::registration::RegistrationMode;
-use mandate_jose::{JwkSet, SigningAlg};
+use mandate_jose::SigningAlg;
 use mandate_types::{ClientId, ResourceUri, Scope, ScopeSet, SecretHash};
 
 pub use gateway::{GatewayConfig, IssuerConfig, RouteConfig};
@@ -132,6 +133,9 @@ pub struct Config {
     pub refresh_token_idle_ttl: i64,
     /// A refresh token family ends this long after the authorization, seconds.
     pub refresh_token_absolute_ttl: i64,
+    /// The code grant issues a refresh token only when `offline_access` was
+    /// requested and consented.
+    pub refresh_requires_offline_access: bool,
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
     /// Resources to apply at start.
@@ -154,6 +158,9 @@ pub struct Config {
     pub insecure_allow_http_client_metadata_on_loopback: bool,
     /// The gateway (no routes: no gateway).
     pub gateway: GatewayConfig,
+    /// Other trust domains: issuers whose JWTs are accepted, peers grants
+    /// are issued for.
+    pub trust: mandate_core::trust::Trust,
 }
 
 impl Config {
@@ -287,6 +294,18 @@ impl Config {
                 "must not exceed refresh_token_absolute_ttl",
             ));
         }
+        let refresh_requires_offline_access =
+            match env("MANDATE_REFRESH_REQUIRES_OFFLINE_ACCESS").as_deref() {
+                None => t.refresh_requires_offline_access.unwrap_or(false),
+                Some("true" | "1") => true,
+                Some("false" | "0") => false,
+                Some(other) => {
+                    return Err(err(
+                        "tokens.refresh_requires_offline_access",
+                        format!("{other:?}: use true or false"),
+                    ))
+                }
+            };
         let max_delegation_depth = t.max_delegation_depth.unwrap_or(5);
         if !(1..=32).contains(&max_delegation_depth) {
             return Err(err(
@@ -401,6 +420,7 @@ impl Config {
             ));
         }
         let gateway = gateway::gateway_config(raw.gateway, &issuer)?;
+        let trust = trust::trust(raw.trust, &issuer)?;
 
         Ok(Self {
             registration_rate_limit,
@@ -408,6 +428,7 @@ impl Config {
             client_metadata_allowlist,
             insecure_allow_http_client_metadata_on_loopback,
             gateway,
+            trust,
             issuer,
             listen,
             admin_listen,
@@ -422,6 +443,7 @@ impl Config {
             secret_rotation_overlap,
             refresh_token_idle_ttl,
             refresh_token_absolute_ttl,
+            refresh_requires_offline_access,
             max_delegation_depth,
             dpop_nonce: t.dpop_nonce.unwrap_or(true),
             max_body_bytes,
@@ -503,23 +525,7 @@ fn client_config(
             Some(set)
         }
     };
-    let keys = match (c.jwks, c.jwks_uri) {
-        (Some(_), Some(_)) => return Err(err(key("jwks"), "give jwks or jwks_uri, not both")),
-        (Some(v), None) => {
-            let json = serde_json::to_vec(&v).map_err(|e| err(key("jwks"), e.to_string()))?;
-            Some(ClientKeys::Jwks(
-                JwkSet::parse(&json).map_err(|e| err(key("jwks"), e.to_string()))?,
-            ))
-        }
-        (None, Some(u)) => {
-            let parsed = url::Url::parse(&u).map_err(|e| err(key("jwks_uri"), e.to_string()))?;
-            if !matches!(parsed.scheme(), "https" | "http") {
-                return Err(err(key("jwks_uri"), "must be an https URL"));
-            }
-            Some(ClientKeys::JwksUri(u))
-        }
-        (None, None) => None,
-    };
+    let keys = trust::keys(&key, c.jwks, c.jwks_uri)?;
     let secret_hash = match (c.secret_env, c.secret_sha256) {
         (Some(_), Some(_)) => {
             return Err(err(

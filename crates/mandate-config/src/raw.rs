@@ -28,6 +28,8 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub gateway: RawGateway,
+    #[serde(default)]
+    pub trust: crate::trust::RawTrust,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +76,14 @@ pub struct RawRoute {
     #[serde(default)]
     pub tools: BTreeMap<String, RawTool>,
     #[serde(default)]
+    pub prompt_scopes: Vec<String>,
+    #[serde(default)]
+    pub prompts: BTreeMap<String, RawItem>,
+    #[serde(default)]
+    pub resource_scopes: Vec<String>,
+    #[serde(default)]
+    pub resources: BTreeMap<String, RawItem>,
+    #[serde(default)]
     pub public: bool,
     #[serde(default)]
     pub pass_token: bool,
@@ -95,6 +105,7 @@ pub struct RawTokens {
     pub refresh_token_absolute_ttl: Option<String>,
     pub max_delegation_depth: Option<usize>,
     pub dpop_nonce: Option<bool>,
+    pub refresh_requires_offline_access: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,6 +171,14 @@ pub struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub struct RawTool {
     pub level: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// A prompt (by name) or resource (by URI or `prefix*`) of an mcp route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawItem {
     #[serde(default)]
     pub scopes: Vec<String>,
 }

@@ -117,3 +117,56 @@ CancelTask = ["expense:submit"]
     let e = Config::load(Some("[[gateway.routes]]\npath = \"/x\"\nupstream = \"http://a\"\nresource = \"https://r\"\nbogus = 1"), &Overrides::default(), &no_env).unwrap_err();
     assert!(e.to_string().contains("bogus"), "{e}");
 }
+
+#[test]
+fn mcp_prompt_and_resource_rules() {
+    let route = "[[gateway.routes]]\npath = \"/mcp\"\nupstream = \"http://a\"\nresource = \"https://r\"\nprotocol = \"mcp\"\n";
+    let route = |keys: &str| {
+        format!("{route}{keys}\n[gateway.routes.levels]\nread = [\"r\"]\nwrite = [\"w\"]\ndestructive = [\"d\"]\n")
+    };
+    let file = format!(
+        "{}\
+         [gateway.routes.prompts.summarize]\nscopes = [\"p:sum\"]\n\
+         [gateway.routes.resources.\"file:///secret/*\"]\nscopes = [\"s\"]\n",
+        route("prompt_scopes = [\"p\"]\nresource_scopes = [\"r\"]")
+    );
+    let c = Config::load(Some(&file), &Overrides::default(), &no_env).unwrap();
+    let r = &c.gateway.routes[0];
+    assert_eq!(r.prompts.scopes_for("summarize").to_string(), "p p:sum");
+    assert_eq!(r.prompts.scopes_for("other").to_string(), "p");
+    assert_eq!(
+        r.resources.scopes_for("file:///secret/a").to_string(),
+        "r s"
+    );
+    assert_eq!(r.resources.scopes_for("file:///public").to_string(), "r");
+    let bad = [
+        (format!("{}[gateway.routes.resources.\"file:///*/x\"]\nscopes = [\"s\"]", route("")), "gateway.routes[0].resources.\"file:///*/x\""),
+        (format!("{}[gateway.routes.prompts.\"\"]\nscopes = [\"s\"]", route("")), "gateway.routes[0].prompts.\"\""),
+        (route("prompt_scopes = [\"café\"]"), "gateway.routes[0].prompt_scopes"),
+        ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"http://a\"\nresource = \"https://r\"\nresource_scopes = [\"r\"]".to_owned(), "gateway.routes[0].prompts"),
+        ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"http://a\"\nresource = \"https://r\"\nprotocol = \"mcp\"\npublic = true\n[gateway.routes.prompts.p]\nscopes = [\"p\"]".to_owned(), "gateway.routes[0].public"),
+    ];
+    for (file, key) in bad {
+        let e = Config::load(Some(&file), &Overrides::default(), &no_env).unwrap_err();
+        assert_eq!(e.key, key, "{file}: {e}");
+    }
+}
+
+#[test]
+fn refresh_requires_offline_access_from_file_or_env() {
+    let c = Config::load(None, &Overrides::default(), &no_env).unwrap();
+    assert!(!c.refresh_requires_offline_access, "off by default");
+    let file = "[tokens]\nrefresh_requires_offline_access = true";
+    let c = Config::load(Some(file), &Overrides::default(), &no_env).unwrap();
+    assert!(c.refresh_requires_offline_access);
+    let env =
+        |k: &str| (k == "MANDATE_REFRESH_REQUIRES_OFFLINE_ACCESS").then(|| "false".to_owned());
+    let c = Config::load(Some(file), &Overrides::default(), &env).unwrap();
+    assert!(
+        !c.refresh_requires_offline_access,
+        "the environment beats the file"
+    );
+    let env = |k: &str| (k == "MANDATE_REFRESH_REQUIRES_OFFLINE_ACCESS").then(|| "yes".to_owned());
+    let e = Config::load(None, &Overrides::default(), &env).unwrap_err();
+    assert_eq!(e.key, "tokens.refresh_requires_offline_access");
+}

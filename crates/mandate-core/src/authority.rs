@@ -48,6 +48,11 @@ pub struct Settings {
     pub refresh_idle_ttl: i64,
     /// A refresh token family ends this long after the authorization, seconds.
     pub refresh_absolute_ttl: i64,
+    /// The code grant issues a refresh token only when `offline_access` was
+    /// requested and consented (`authorize::OFFLINE_ACCESS`).
+    pub refresh_requires_offline_access: bool,
+    /// Issuers whose JWTs are accepted, and peers grants are issued for.
+    pub trust: crate::trust::Trust,
 }
 
 impl Settings {

@@ -35,6 +35,31 @@ pub const PAR_TTL: i64 = 60;
 /// How long a sign-in session lives, seconds.
 pub const SESSION_TTL: i64 = 8 * 3600;
 
+/// The scope that asks for a refresh token (OpenID Connect Core §11). With
+/// `[tokens] refresh_requires_offline_access`, the code grant issues a
+/// refresh token only when it was requested and consented; it is a scope of
+/// the grant, never of the access token.
+pub const OFFLINE_ACCESS: &str = "offline_access";
+
+/// How the consent page describes [`OFFLINE_ACCESS`].
+pub const OFFLINE_ACCESS_DESCRIPTION: &str =
+    "Stay connected while you are away (the agent gets a refresh token)";
+
+/// Whether `scope` holds [`OFFLINE_ACCESS`].
+pub fn has_offline_access(scope: &ScopeSet) -> bool {
+    scope.iter().any(|s| s.as_str() == OFFLINE_ACCESS)
+}
+
+/// `scope` without [`OFFLINE_ACCESS`]: what an access token carries.
+pub fn without_offline_access(scope: &ScopeSet) -> ScopeSet {
+    ScopeSet::from_scopes(
+        scope
+            .iter()
+            .filter(|s| s.as_str() != OFFLINE_ACCESS)
+            .cloned(),
+    )
+}
+
 /// SHA-256, base64url: how codes, sessions and bindings are stored.
 pub fn digest(value: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(value.as_bytes()))
@@ -486,19 +511,38 @@ impl Authority {
             return Err(fail(OAuthErrorCode::InvalidTarget, "unknown resource"));
         };
         let allowed = client.scopes.intersection(&known.scope_set());
+        // With offline_access gating, offline_access is the grant's, not the
+        // resource's: asked for by name, never by default, and only by a
+        // client that may hold refresh tokens.
+        let gated = self.settings.refresh_requires_offline_access;
         let scope = match query.single("scope").ok().flatten() {
             Some(s) => ScopeSet::parse(s)
                 .map_err(|e| fail(OAuthErrorCode::InvalidScope, &e.to_string()))?,
+            None if gated => without_offline_access(&allowed),
             None => allowed.clone(),
         };
-        let excess = scope.difference(&allowed);
+        let resource_scope = if gated {
+            without_offline_access(&scope)
+        } else {
+            scope.clone()
+        };
+        if gated
+            && has_offline_access(&scope)
+            && !client.grant_types.contains(&GrantType::RefreshToken)
+        {
+            return Err(fail(
+                OAuthErrorCode::InvalidScope,
+                "offline_access: this client may not hold refresh tokens",
+            ));
+        }
+        let excess = resource_scope.difference(&allowed);
         if !excess.is_empty() {
             return Err(fail(
                 OAuthErrorCode::InvalidScope,
                 &format!("scope not allowed: {excess}"),
             ));
         }
-        if scope.is_empty() {
+        if resource_scope.is_empty() {
             return Err(fail(
                 OAuthErrorCode::InvalidScope,
                 "no scope to grant on this resource",
@@ -569,9 +613,10 @@ impl Authority {
         };
         let doc = serde_json::to_string(&session).map_err(|e| Error::Keys(e.to_string().into()))?;
         self.store
-            .put_ephemeral(
+            .put_owned_ephemeral(
                 "session",
                 &digest(&token),
+                user_id,
                 &doc,
                 self.clock.now() + SESSION_TTL,
             )
@@ -579,13 +624,23 @@ impl Authority {
         Ok((token, session))
     }
 
-    /// The session behind a cookie value.
+    /// The session behind a cookie value, if its user may still act.
+    /// Disabling a user deletes their sessions; the check here also covers
+    /// one started while the user was being disabled.
     pub async fn session(&self, token: &str) -> Result<Option<Session>, Error> {
         let doc = self
             .store
             .get_ephemeral("session", &digest(token), self.clock.now())
             .await?;
-        Ok(doc.and_then(|d| serde_json::from_str(&d).ok()))
+        let Some(session) = doc.and_then(|d| serde_json::from_str::<Session>(&d).ok()) else {
+            return Ok(None);
+        };
+        Ok(self.active_user(&session.user_id).await?.then_some(session))
+    }
+
+    /// Whether the user `id` exists and is not disabled.
+    pub(crate) async fn active_user(&self, id: &str) -> Result<bool, Error> {
+        Ok(self.store.get_user(id).await?.is_some_and(|u| !u.disabled))
     }
 
     /// Ends a session.
@@ -653,7 +708,13 @@ impl Authority {
         event.client_id = Some(request.client_id.to_string());
         event.subject = Some(user_id.to_owned());
         event.audience = Some(request.resource.to_string());
-        if !approve || chosen.is_empty() || !chosen.is_subset(&request.scope) {
+        // offline_access alone grants nothing to use it with.
+        let nothing = if self.settings.refresh_requires_offline_access {
+            without_offline_access(&chosen).is_empty()
+        } else {
+            chosen.is_empty()
+        };
+        if !approve || nothing || !chosen.is_subset(&request.scope) {
             event.scopes = Some(request.scope.to_string());
             self.audit.record(event).await?;
             let AuthorizeError::Redirect { url, .. } = self.error_redirect(
@@ -711,7 +772,13 @@ impl Authority {
         };
         let doc = serde_json::to_string(&record).map_err(|e| Error::Keys(e.to_string().into()))?;
         self.store
-            .put_ephemeral("code", &digest(&code), &doc, self.clock.now() + CODE_TTL)
+            .put_owned_ephemeral(
+                "code",
+                &digest(&code),
+                user_id,
+                &doc,
+                self.clock.now() + CODE_TTL,
+            )
             .await?;
         self.audit.record(event).await?;
         let mut params = vec![("code", code.as_str())];

@@ -15,7 +15,9 @@ use async_trait::async_trait;
 use mandate_audit::{Event, NewEvent};
 use mandate_types::{ClientId, ResourceUri, UnixTime};
 
-use crate::model::{Client, Grant, RefreshRecord, RefreshUse, Resource, StoredSigningKey, User};
+use crate::model::{
+    Client, Grant, RefreshRecord, RefreshUse, Resource, RevokedAccess, StoredSigningKey, User,
+};
 use crate::store::{Store, StoreError};
 
 /// Most cached clients; past that the cache is cleared and refilled.
@@ -199,6 +201,19 @@ impl Store for CachedStore {
             .await
     }
 
+    async fn put_owned_ephemeral(
+        &self,
+        namespace: &str,
+        key: &str,
+        owner: &str,
+        doc: &str,
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .put_owned_ephemeral(namespace, key, owner, doc, expires_at)
+            .await
+    }
+
     async fn get_ephemeral(
         &self,
         namespace: &str,
@@ -265,5 +280,9 @@ impl Store for CachedStore {
 
     async fn revoke_refresh_family(&self, family: &str) -> Result<u64, StoreError> {
         self.inner.revoke_refresh_family(family).await
+    }
+
+    async fn revoke_user_access(&self, user_id: &str) -> Result<RevokedAccess, StoreError> {
+        self.inner.revoke_user_access(user_id).await
     }
 }

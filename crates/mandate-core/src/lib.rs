@@ -30,6 +30,7 @@ pub mod refresh;
 pub mod registration;
 pub mod store;
 pub mod token;
+pub mod trust;
 pub mod users;
 
 pub use authority::{Authority, JwksFetcher, Settings};

@@ -35,6 +35,12 @@ pub struct ServerMetadata {
     dpop_signing_alg_values_supported: Vec<&'static str>,
     client_id_metadata_document_supported: bool,
     authorization_response_iss_parameter_supported: bool,
+    /// ID-JAG: the grant profiles the `jwt-bearer` grant accepts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    authorization_grant_profiles_supported: Vec<&'static str>,
+    /// Identity chaining: the token types token exchange issues for peers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    identity_chaining_requested_token_types_supported: Vec<&'static str>,
     /// Not registered: the token types token exchange can issue.
     mandate_token_types_supported: Vec<&'static str>,
     /// Not registered: the root keys Mandate Biscuits are signed with, by
@@ -61,6 +67,17 @@ impl Authority {
     pub async fn metadata(&self) -> Result<ServerMetadata, Error> {
         let s = &self.settings;
         let algs: Vec<&'static str> = SigningAlg::ALL.iter().map(|a| a.as_str()).collect();
+        let trusts_issuers = !s.trust.issuers.is_empty();
+        let chains = !s.trust.peers.is_empty();
+        let mut grant_types = vec![
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ];
+        if trusts_issuers {
+            grant_types.push("urn:ietf:params:oauth:grant-type:jwt-bearer");
+        }
         Ok(ServerMetadata {
             issuer: s.issuer.clone(),
             authorization_endpoint: s.endpoint("/authorize"),
@@ -78,12 +95,7 @@ impl Authority {
                 .map(|s| s.as_str().to_owned())
                 .collect(),
             response_types_supported: vec!["code"],
-            grant_types_supported: vec![
-                "authorization_code",
-                "refresh_token",
-                "client_credentials",
-                "urn:ietf:params:oauth:grant-type:token-exchange",
-            ],
+            grant_types_supported: grant_types,
             token_endpoint_auth_methods_supported: TOKEN_AUTH_METHODS.to_vec(),
             token_endpoint_auth_signing_alg_values_supported: algs.clone(),
             introspection_endpoint_auth_methods_supported: AUTH_METHODS.to_vec(),
@@ -97,6 +109,19 @@ impl Authority {
                 .handles("https://client.example/metadata.json"),
             dpop_signing_alg_values_supported: SigningAlg::ALL.iter().map(|a| a.as_str()).collect(),
             authorization_response_iss_parameter_supported: true,
+            authorization_grant_profiles_supported: if trusts_issuers {
+                vec![crate::trust::ID_JAG_PROFILE]
+            } else {
+                vec![]
+            },
+            identity_chaining_requested_token_types_supported: if chains {
+                vec![
+                    crate::trust::JWT_TOKEN_TYPE,
+                    crate::trust::ID_JAG_TOKEN_TYPE,
+                ]
+            } else {
+                vec![]
+            },
             mandate_token_types_supported: vec![
                 crate::exchange::ISSUED_ACCESS_TOKEN,
                 mandate_biscuit::TOKEN_TYPE,

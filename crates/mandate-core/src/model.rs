@@ -304,6 +304,15 @@ pub struct RefreshRecord {
     pub family_started_at: UnixTime,
 }
 
+/// What [`crate::Store::revoke_user_access`] ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RevokedAccess {
+    /// Short-lived documents the user owned (sessions, unredeemed codes).
+    pub documents: u64,
+    /// Refresh token families resting on the user's grants.
+    pub refresh_families: u64,
+}
+
 /// The result of presenting a refresh token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefreshUse {

@@ -11,7 +11,10 @@ use mandate_audit::{NewEvent, Outcome};
 use mandate_types::{random_token, ResourceUri, ScopeSet, UnixTime};
 
 use crate::authority::Authority;
-use crate::authorize::{digest, pkce_matches, CodeRecord, RedeemedCode, CODE_TTL};
+use crate::authorize::{
+    digest, has_offline_access, pkce_matches, without_offline_access, CodeRecord, RedeemedCode,
+    CODE_TTL,
+};
 use crate::model::{Client, GrantType, RefreshRecord, RefreshUse};
 use crate::token::{Extras, Issued, TokenResponse};
 use crate::Error;
@@ -79,11 +82,23 @@ impl Authority {
         if self.store.get_grant(&record.grant_id).await?.is_none() {
             return Err(bad_grant("the consent behind this code was revoked"));
         }
+        if !self.active_user(&record.user_id).await? {
+            return Err(bad_grant("the user is disabled"));
+        }
         let res = self
             .store
             .get_resource(&record.request.resource)
             .await?
             .ok_or_else(|| Error::InvalidTarget("the resource no longer exists".into()))?;
+        // With offline_access gating, a refresh token needs offline_access
+        // in the consented scope, which the access token does not carry.
+        let gated = self.settings.refresh_requires_offline_access;
+        let offline = !gated || has_offline_access(&record.scope);
+        let token_scope = if gated {
+            without_offline_access(&record.scope)
+        } else {
+            record.scope.clone()
+        };
         let Issued {
             mut response,
             jti,
@@ -93,15 +108,16 @@ impl Authority {
                 client,
                 &record.user_id,
                 &res,
-                record.scope.clone(),
+                token_scope,
                 Extras {
                     delegation: None,
                     jkt,
                     parent_jti: None,
+                    note: None,
                 },
             )
             .await?;
-        let family = if client.grant_types.contains(&GrantType::RefreshToken) {
+        let family = if offline && client.grant_types.contains(&GrantType::RefreshToken) {
             let family = random_token(16);
             let rec = RefreshRecord {
                 family: family.clone(),
@@ -146,8 +162,18 @@ impl Authority {
     ) -> Result<TokenResponse, Error> {
         let now = self.clock.now();
         let hash = digest(token);
-        // A request's own mistakes (wider scope, another resource) are refused
-        // before the token is spent, so the client can simply retry.
+        // A request's own mistakes (wider scope, another resource, only
+        // offline_access) are refused before the token is spent, so the
+        // client can simply retry.
+        if self.settings.refresh_requires_offline_access
+            && scope
+                .as_ref()
+                .is_some_and(|s| !s.is_empty() && without_offline_access(s).is_empty())
+        {
+            return Err(Error::InvalidScope(
+                "a refresh must keep at least one scope of the resource".into(),
+            ));
+        }
         if let Some(peeked) = self.store.peek_refresh(&hash, now).await? {
             if peeked.client_id == client.client_id {
                 if resource.as_ref().is_some_and(|r| r != &peeked.resource) {
@@ -196,12 +222,24 @@ impl Authority {
         let Some(grant) = self.store.get_grant(&record.grant_id).await? else {
             return Err(bad_grant("the consent behind this token was revoked"));
         };
+        // Disabling revokes the user's families; this covers one rotated
+        // while that happened.
+        if !self.active_user(&record.user_id).await? {
+            self.store.revoke_refresh_family(&record.family).await?;
+            return Err(bad_grant("the user is disabled"));
+        }
         if resource.as_ref().is_some_and(|r| r != &record.resource) {
             return Err(Error::InvalidTarget(
                 "a refresh may not change the resource".into(),
             ));
         }
         let ceiling = record.scopes.intersection(&grant.scopes);
+        let gated = self.settings.refresh_requires_offline_access;
+        if gated && !has_offline_access(&ceiling) {
+            return Err(bad_grant(
+                "offline_access was not consented, or the consent no longer includes it",
+            ));
+        }
         let scope = match scope {
             Some(s) if !s.is_empty() => {
                 let excess = s.difference(&ceiling);
@@ -214,6 +252,16 @@ impl Authority {
             }
             _ => ceiling,
         };
+        let scope = if gated {
+            without_offline_access(&scope)
+        } else {
+            scope
+        };
+        if gated && scope.is_empty() {
+            return Err(Error::InvalidScope(
+                "a refresh must keep at least one scope of the resource".into(),
+            ));
+        }
         let res = self
             .store
             .get_resource(&record.resource)
@@ -229,6 +277,7 @@ impl Authority {
                     delegation: None,
                     jkt,
                     parent_jti: None,
+                    note: None,
                 },
             )
             .await?;

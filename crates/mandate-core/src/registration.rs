@@ -350,14 +350,21 @@ impl Authority {
         Ok((client, secret))
     }
 
-    /// Every scope some resource defines.
+    /// Every scope some resource defines, and `offline_access` when it
+    /// gates refresh tokens.
     pub async fn known_scopes(&self) -> Result<ScopeSet, Error> {
+        let offline = self
+            .settings
+            .refresh_requires_offline_access
+            .then(|| mandate_types::Scope::parse(crate::authorize::OFFLINE_ACCESS).ok())
+            .flatten();
         Ok(ScopeSet::from_scopes(
             self.store
                 .list_resources()
                 .await?
                 .into_iter()
-                .flat_map(|r| r.scopes.into_keys()),
+                .flat_map(|r| r.scopes.into_keys())
+                .chain(offline),
         ))
     }
 

@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use mandate_audit::{Event, NewEvent};
 use mandate_types::{ClientId, ResourceUri, UnixTime};
 
-use crate::model::{Client, Grant, RefreshRecord, RefreshUse, Resource, StoredSigningKey, User};
+use crate::model::{
+    Client, Grant, RefreshRecord, RefreshUse, Resource, RevokedAccess, StoredSigningKey, User,
+};
 
 /// A storage failure. Never shown to a client beyond `server_error`.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +94,17 @@ pub trait Store: Send + Sync + 'static {
         doc: &str,
         expires_at: UnixTime,
     ) -> Result<(), StoreError>;
+    /// Stores a short-lived document like [`Store::put_ephemeral`], as
+    /// belonging to the user `owner` (a session, a code), so that
+    /// [`Store::revoke_user_access`] ends it.
+    async fn put_owned_ephemeral(
+        &self,
+        namespace: &str,
+        key: &str,
+        owner: &str,
+        doc: &str,
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError>;
     /// Reads a live document.
     async fn get_ephemeral(
         &self,
@@ -142,6 +155,11 @@ pub trait Store: Send + Sync + 'static {
     async fn use_refresh(&self, hash: &str, now: UnixTime) -> Result<RefreshUse, StoreError>;
     /// Revokes every token of a rotation family.
     async fn revoke_refresh_family(&self, family: &str) -> Result<u64, StoreError>;
+    /// Ends what a user holds, in one transaction: every short-lived
+    /// document they own ([`Store::put_owned_ephemeral`]: sessions,
+    /// unredeemed codes) and every refresh token resting on one of their
+    /// grants. The grants themselves stay.
+    async fn revoke_user_access(&self, user_id: &str) -> Result<RevokedAccess, StoreError>;
 
     /// Deletes single-use values and revocations past their expiry.
     async fn purge_expired(&self, now: UnixTime) -> Result<u64, StoreError>;

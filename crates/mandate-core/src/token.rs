@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::authority::Authority;
 use crate::client_auth::PresentedClient;
+use crate::exchange::ExchangeRequest;
 use crate::form::FormParams;
 use crate::model::{Client, GrantType, Resource};
 use crate::Error;
@@ -36,16 +37,14 @@ pub enum TokenRequest {
         resource: Option<ResourceUri>,
     },
     /// RFC 8693 token exchange: a narrower token for an actor.
-    TokenExchange {
-        /// The token whose authority is delegated.
-        subject_token: String,
-        /// The actor's own token, if it proves itself with one.
-        actor_token: Option<String>,
-        /// What to issue.
-        requested: RequestedTokenType,
+    TokenExchange(ExchangeRequest),
+    /// RFC 7523 §2.1: a trusted issuer's JWT grant or ID-JAG.
+    JwtBearer {
+        /// The grant.
+        assertion: String,
         /// A narrower scope, if wanted.
         scope: Option<ScopeSet>,
-        /// The new audience.
+        /// The audience, if not the grant's.
         resource: Option<ResourceUri>,
     },
     /// OAuth 2.1 §4.3, with rotation.
@@ -66,6 +65,11 @@ pub enum RequestedTokenType {
     AccessToken,
     /// A Biscuit its holder can attenuate offline ([`mandate_biscuit`]).
     Biscuit,
+    /// An RFC 7523 JWT authorization grant for a peer authorization server
+    /// (identity chaining).
+    Jwt,
+    /// An Identity Assertion JWT Authorization Grant for a peer.
+    IdJag,
 }
 
 impl TokenRequest {
@@ -87,9 +91,9 @@ impl TokenRequest {
                 const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
                 const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
                 let subject_type = form.required("subject_token_type")?;
-                if subject_type != ACCESS_TOKEN && subject_type != JWT {
+                if ![ACCESS_TOKEN, JWT, crate::trust::ID_TOKEN_TYPE].contains(&subject_type) {
                     return Err(Error::InvalidRequest(
-                        "subject_token_type must be an access token or jwt".into(),
+                        "subject_token_type must be an access token, a jwt or an id_token".into(),
                     ));
                 }
                 let actor_token = form.single("actor_token")?.map(str::to_owned);
@@ -106,29 +110,38 @@ impl TokenRequest {
                 let requested = match form.single("requested_token_type")? {
                     None | Some(ACCESS_TOKEN) => RequestedTokenType::AccessToken,
                     Some(mandate_biscuit::TOKEN_TYPE) => RequestedTokenType::Biscuit,
+                    Some(JWT) => RequestedTokenType::Jwt,
+                    Some(crate::trust::ID_JAG_TOKEN_TYPE) => RequestedTokenType::IdJag,
                     Some(_) => {
                         return Err(Error::InvalidRequest(
                             format!(
-                                "requested_token_type must be {ACCESS_TOKEN} or {}",
+                                "requested_token_type must be {ACCESS_TOKEN}, {JWT}, {} or {}",
+                                crate::trust::ID_JAG_TOKEN_TYPE,
                                 mandate_biscuit::TOKEN_TYPE
                             )
                             .into(),
                         ))
                     }
                 };
-                if form.single("audience")?.is_some() {
-                    return Err(Error::InvalidTarget(
-                        "name the target with resource, not audience".into(),
-                    ));
+                let mut audiences = form.all("audience");
+                let audience = audiences.next().map(str::to_owned);
+                if audiences.next().is_some() {
+                    return Err(Error::InvalidTarget("one audience per request".into()));
                 }
-                Ok(Self::TokenExchange {
+                Ok(Self::TokenExchange(ExchangeRequest {
                     subject_token: form.required("subject_token")?.to_owned(),
                     actor_token,
                     requested,
                     scope: parse_scope(form)?,
                     resource: parse_resource(form)?,
-                })
+                    audience,
+                }))
             }
+            Some(GrantType::JwtBearer) => Ok(Self::JwtBearer {
+                assertion: form.required("assertion")?.to_owned(),
+                scope: parse_scope(form)?,
+                resource: parse_resource(form)?,
+            }),
             Some(GrantType::RefreshToken) => Ok(Self::RefreshToken {
                 refresh_token: form.required("refresh_token")?.to_owned(),
                 scope: parse_scope(form)?,
@@ -144,7 +157,8 @@ impl TokenRequest {
             Self::ClientCredentials { .. } => GrantType::ClientCredentials,
             Self::AuthorizationCode { .. } => GrantType::AuthorizationCode,
             Self::RefreshToken { .. } => GrantType::RefreshToken,
-            Self::TokenExchange { .. } => GrantType::TokenExchange,
+            Self::TokenExchange(_) => GrantType::TokenExchange,
+            Self::JwtBearer { .. } => GrantType::JwtBearer,
         }
     }
 }
@@ -212,6 +226,8 @@ pub(crate) struct Extras {
     pub(crate) jkt: Option<String>,
     /// The `jti` of the token this one was exchanged from.
     pub(crate) parent_jti: Option<String>,
+    /// Where the grant came from, for the audit trail.
+    pub(crate) note: Option<String>,
 }
 
 /// An `act` claim: the current actor, and the chain before it.
@@ -327,6 +343,7 @@ impl Authority {
                                 delegation: None,
                                 jkt,
                                 parent_jti: None,
+                                note: None,
                             },
                         )
                         .await?;
@@ -351,24 +368,17 @@ impl Authority {
                         .await?;
                     Ok((grant, response))
                 }
-                TokenRequest::TokenExchange {
-                    subject_token,
-                    actor_token,
-                    requested,
+                TokenRequest::TokenExchange(request) => {
+                    let response = self.exchange(jkt, &client, request, &mut refused).await?;
+                    Ok((grant, response))
+                }
+                TokenRequest::JwtBearer {
+                    assertion,
                     scope,
                     resource,
                 } => {
                     let response = self
-                        .exchange(
-                            jkt,
-                            &client,
-                            &subject_token,
-                            actor_token.as_deref(),
-                            requested,
-                            scope,
-                            resource,
-                            &mut refused,
-                        )
+                        .jwt_bearer(jkt, &client, &assertion, scope, resource, &mut refused)
                         .await?;
                     Ok((grant, response))
                 }
@@ -393,7 +403,7 @@ impl Authority {
 
     /// RFC 8707: the named resource, which the client must be allowed; or,
     /// with none named, the one resource the client may use.
-    async fn resolve_resource(
+    pub(crate) async fn resolve_resource(
         &self,
         client: &Client,
         requested: Option<ResourceUri>,
@@ -456,6 +466,7 @@ impl Authority {
             delegation,
             jkt,
             parent_jti,
+            note,
         } = extras;
         let claims = AccessTokenClaims {
             iss: self.settings.issuer.clone(),
@@ -489,6 +500,12 @@ impl Authority {
                 act.describe(),
                 parent_jti.as_deref().unwrap_or("-")
             ));
+        }
+        if let Some(note) = note {
+            event.reason = Some(match event.reason.take() {
+                Some(r) => format!("{r}; {note}"),
+                None => note,
+            });
         }
         self.audit.record(event).await?;
         Ok(Issued {

@@ -115,7 +115,11 @@ impl Authority {
         self.audit.record(e).await
     }
 
-    /// Enables or disables a user.
+    /// Enables or disables a user. Disabling also ends what the user holds:
+    /// their sessions and unredeemed codes, and every refresh token family
+    /// of their grants (the grants stay, so enabling the user again does
+    /// not ask for consent again, but nothing issued before comes back).
+    /// Access tokens already issued run out their lifetime.
     pub async fn set_user_disabled(&self, username: &str, disabled: bool) -> Result<(), Error> {
         let mut user = self
             .store
@@ -123,6 +127,8 @@ impl Authority {
             .await?
             .ok_or(Error::NotFound("user"))?;
         user.disabled = disabled;
+        // Disabled first: sign-in, sessions, codes and refreshes check it,
+        // so nothing new starts while the rest is revoked.
         self.store.put_user(&user).await?;
         let kind = if disabled {
             "user.disabled"
@@ -130,6 +136,13 @@ impl Authority {
             "user.enabled"
         };
         let mut e = self.event(kind, Outcome::Success);
+        if disabled {
+            let ended = self.store.revoke_user_access(&user.id).await?;
+            e.reason = Some(format!(
+                "{} sessions and codes ended, {} refresh token families revoked",
+                ended.documents, ended.refresh_families
+            ));
+        }
         e.subject = Some(user.id);
         self.audit.record(e).await
     }

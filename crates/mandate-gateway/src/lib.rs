@@ -30,6 +30,7 @@ use http_body_util::{BodyExt as _, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use mandate_tower::mcp::{ItemKind, McpItem};
 use mandate_tower::{Allowed, Guard, Protocol, RequestView};
 use mandate_types::Clock;
 use serde_json::json;
@@ -229,6 +230,8 @@ impl Gateway {
                     .values()
                     .chain(m.tools.values().map(|t| &t.scopes))
                     .flat_map(|s| s.iter())
+                    .chain(m.prompts.all_scopes())
+                    .chain(m.resources.all_scopes())
             }))
             .map(|s| s.as_str())
             .collect();
@@ -442,27 +445,35 @@ impl Gateway {
                     .upstream(&route.path, upstream_started.elapsed().as_secs_f64());
                 let (mut p, b) = resp.into_parts();
                 strip_hop_by_hop(&mut p.headers);
-                let filter = route.policy.mcp.is_some()
-                    && allowed.token.is_some()
-                    && allowed.method.as_deref() == Some("tools/list")
-                    && p.status.is_success();
-                if filter {
-                    // A caller sees only the tools it may call.
+                // A caller sees only the tools, prompts and resources it
+                // may use. Prompts and resources need reading only when
+                // some rule (or a Biscuit's checks) could hide one.
+                let listed = route
+                    .policy
+                    .mcp
+                    .as_ref()
+                    .zip(allowed.method.as_deref().and_then(ItemKind::listed_by))
+                    .filter(|(policy, kind)| {
+                        allowed.token.is_some()
+                            && p.status.is_success()
+                            && (allowed.biscuit.is_some()
+                                || policy.rules(*kind).is_none_or(|r| !r.is_empty()))
+                    })
+                    .map(|(_, kind)| kind);
+                if let Some(kind) = listed {
                     let now = self.clock.now();
-                    let may_call = |name: &str, info: &mandate_tower::mcp::ToolInfo| {
-                        allowed.may_call_tool(&route.policy, name, Some(info), now)
-                    };
+                    let may_use = |item: McpItem<'_>| allowed.may_use(&route.policy, item, now);
                     let sse = mcp::is_sse(p.headers.get(header::CONTENT_TYPE));
                     match Limited::new(b, mcp::MAX_MCP_MESSAGE).collect().await {
                         Ok(c) => {
-                            let filtered = mcp::filter_tools_list(&c.to_bytes(), sse, &may_call);
+                            let filtered = mcp::filter_list(&c.to_bytes(), sse, kind, &may_use);
                             p.headers.remove(header::CONTENT_LENGTH);
                             (Response::from_parts(p, Body::from(filtered)), "allow")
                         }
                         Err(_) => (
                             json_response(
                                 StatusCode::BAD_GATEWAY,
-                                json!({"error": "bad_gateway", "error_description": "the upstream's tool list is too large"}),
+                                json!({"error": "bad_gateway", "error_description": "the upstream's list is too large"}),
                             ),
                             "upstream_error",
                         ),

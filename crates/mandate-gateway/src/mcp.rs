@@ -1,6 +1,7 @@
 //! The gateway's MCP side: learning the upstream's tools (so a `tools/call`
-//! made without a prior list is judged the same way) and filtering
-//! `tools/list` answers so a caller sees only the tools it may call.
+//! made without a prior list is judged the same way, and its `Mcp-Param-*`
+//! headers can be checked) and filtering `tools/list`, `prompts/list` and
+//! `resources/list` answers so a caller sees only what it may use.
 //!
 //! The catalog opens its own MCP session with the upstream (`initialize`,
 //! `notifications/initialized`, paged `tools/list`, then `DELETE`), caches
@@ -19,7 +20,7 @@ use http_body_util::{BodyExt as _, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use mandate_tower::mcp::{Level, ToolCatalog, ToolInfo};
+use mandate_tower::mcp::{ItemKind, McpItem, ToolCatalog, ToolInfo};
 
 use serde_json::{json, Value};
 
@@ -27,7 +28,7 @@ use serde_json::{json, Value};
 const CATALOG_TTL: Duration = Duration::from_secs(60);
 /// Shortest interval between refreshes caused by unknown tools.
 const MIN_REFRESH: Duration = Duration::from_secs(10);
-/// Largest upstream message read (catalog or a filtered `tools/list`).
+/// Largest upstream message read (catalog or a filtered list).
 pub const MAX_MCP_MESSAGE: usize = 4 * 1024 * 1024;
 /// Most pages of `tools/list` followed.
 const MAX_PAGES: usize = 50;
@@ -122,12 +123,7 @@ impl UpstreamCatalog {
                 .ok_or("tools/list gave no result")?;
             for t in result["tools"].as_array().into_iter().flatten() {
                 if let Some(name) = t["name"].as_str() {
-                    tools.insert(
-                        name.to_owned(),
-                        ToolInfo {
-                            level: Level::from_annotations(t.get("annotations")),
-                        },
-                    );
+                    tools.insert(name.to_owned(), ToolInfo::from_tool(t));
                 }
             }
             cursor = result["nextCursor"].as_str().map(str::to_owned);
@@ -201,37 +197,41 @@ fn messages(body: &[u8], sse: bool) -> Vec<Value> {
         .collect()
 }
 
-/// Removes from a `tools/list` result every tool `scope` may not call.
-/// Whether the caller may call a tool, given its name and what the
-/// upstream's annotations say of it.
-pub(crate) type MayCall<'a> = &'a dyn Fn(&str, &ToolInfo) -> bool;
+/// Whether the caller may use a tool, prompt or resource of a list answer
+/// (for a tool, with what the answer's own entry says of it).
+pub(crate) type MayUse<'a> = &'a dyn Fn(McpItem<'_>) -> bool;
 
-fn filter_message(message: &mut Value, may_call: MayCall<'_>) {
-    if let Some(tools) = message
-        .pointer_mut("/result/tools")
-        .and_then(Value::as_array_mut)
-    {
-        tools.retain(|t| {
-            let name = t["name"].as_str().unwrap_or_default();
-            let info = ToolInfo {
-                level: Level::from_annotations(t.get("annotations")),
+/// Removes from a list result every entry the caller may not use. An entry
+/// without a name (or URI) cannot be judged, so it goes too.
+fn filter_message(message: &mut Value, kind: ItemKind, may_use: MayUse<'_>) {
+    let pointer = format!("/result/{}", kind.list_key());
+    if let Some(entries) = message.pointer_mut(&pointer).and_then(Value::as_array_mut) {
+        entries.retain(|entry| {
+            let Some(id) = entry.get(kind.id_key()).and_then(Value::as_str) else {
+                return false;
             };
-            may_call(name, &info)
+            match kind {
+                ItemKind::Tool => may_use(McpItem::Tool(id, Some(&ToolInfo::from_tool(entry)))),
+                ItemKind::Prompt => may_use(McpItem::Prompt(id)),
+                ItemKind::Resource => may_use(McpItem::Resource(id)),
+            }
         });
     }
 }
 
-/// Filters a whole `tools/list` response body (JSON or SSE).
-pub(crate) fn filter_tools_list(body: &Bytes, sse: bool, may_call: MayCall<'_>) -> Bytes {
+/// Filters a whole `tools/list`, `prompts/list` or `resources/list`
+/// response body (JSON or SSE).
+pub(crate) fn filter_list(body: &Bytes, sse: bool, kind: ItemKind, may_use: MayUse<'_>) -> Bytes {
     if !sse {
         return match serde_json::from_slice::<Value>(body) {
             Ok(mut v) => {
-                filter_message(&mut v, may_call);
+                filter_message(&mut v, kind, may_use);
                 Bytes::from(v.to_string())
             }
             Err(_) => body.clone(),
         };
     }
+    let pointer = format!("/result/{}", kind.list_key());
     let text = String::from_utf8_lossy(body);
     let mut out = String::with_capacity(text.len());
     for event in text.split_inclusive("\n\n") {
@@ -241,8 +241,8 @@ pub(crate) fn filter_tools_list(body: &Bytes, sse: bool, may_call: MayCall<'_>) 
             .map(|d| d.strip_prefix(' ').unwrap_or(d))
             .collect();
         match serde_json::from_str::<Value>(&data.join("\n")) {
-            Ok(mut v) if v.pointer("/result/tools").is_some() => {
-                filter_message(&mut v, may_call);
+            Ok(mut v) if v.pointer(&pointer).is_some() => {
+                filter_message(&mut v, kind, may_use);
                 for line in event
                     .lines()
                     .filter(|l| !l.starts_with("data:") && !l.is_empty())
@@ -263,8 +263,9 @@ pub(crate) fn filter_tools_list(body: &Bytes, sse: bool, may_call: MayCall<'_>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mandate_tower::mcp::{McpPolicy, StaticCatalog};
+    use mandate_tower::mcp::{Level, McpPolicy, ScopeRules, StaticCatalog};
     use mandate_types::ScopeSet;
+    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     fn policy() -> McpPolicy {
@@ -277,8 +278,35 @@ mod tests {
                 (Level::Destructive, s("d")),
             ]),
             tools: HashMap::new(),
+            prompts: ScopeRules {
+                all: ScopeSet::default(),
+                rules: BTreeMap::from([("admin_*".to_owned(), s("d"))]),
+            },
+            resources: ScopeRules {
+                all: s("r"),
+                rules: BTreeMap::from([("file:///secret/*".to_owned(), s("d"))]),
+            },
             catalog: Arc::new(StaticCatalog::default()),
         }
+    }
+
+    fn holding(scope: &'static str) -> impl Fn(McpItem<'_>) -> bool {
+        move |item| policy().may_use(item, &ScopeSet::parse(scope).unwrap())
+    }
+
+    fn ids(body: &Bytes, kind: ItemKind) -> Vec<String> {
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        let json = text
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap_or(&text);
+        let v: Value = serde_json::from_str(json).unwrap();
+        v["result"][kind.list_key()]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e[kind.id_key()].as_str().unwrap().to_owned())
+            .collect()
     }
 
     #[test]
@@ -286,20 +314,62 @@ mod tests {
         let list = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
             {"name": "read_file", "annotations": {"readOnlyHint": true}},
             {"name": "write_file", "annotations": {"destructiveHint": false}},
-            {"name": "delete_file"}
+            {"name": "delete_file"},
+            {"annotations": {"readOnlyHint": true}}
         ]}});
-        let holding = |scope: &'static str| {
-            move |name: &str, info: &ToolInfo| {
-                policy().may_call(name, Some(info), &ScopeSet::parse(scope).unwrap())
-            }
-        };
-        let out = filter_tools_list(&Bytes::from(list.to_string()), false, &holding("r"));
-        let v: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["result"]["tools"].as_array().unwrap().len(), 1);
+        let out = filter_list(
+            &Bytes::from(list.to_string()),
+            false,
+            ItemKind::Tool,
+            &holding("r"),
+        );
+        assert_eq!(
+            ids(&out, ItemKind::Tool),
+            ["read_file"],
+            "nameless entries go too"
+        );
         let sse = format!("event: message\ndata: {list}\n\n");
-        let out = filter_tools_list(&Bytes::from(sse), true, &holding("r w"));
+        let out = filter_list(&Bytes::from(sse), true, ItemKind::Tool, &holding("r w"));
         let text = String::from_utf8(out.to_vec()).unwrap();
         assert!(text.starts_with("event: message\ndata: "));
         assert!(text.contains("write_file") && !text.contains("delete_file"));
+    }
+
+    #[test]
+    fn prompts_and_resources_are_filtered_by_the_same_rules() {
+        let prompts = json!({"jsonrpc": "2.0", "id": 1, "result": {"prompts": [
+            {"name": "greet"}, {"name": "admin_reset"}
+        ]}});
+        let out = filter_list(
+            &Bytes::from(prompts.to_string()),
+            false,
+            ItemKind::Prompt,
+            &holding("r"),
+        );
+        assert_eq!(ids(&out, ItemKind::Prompt), ["greet"]);
+        let resources = json!({"jsonrpc": "2.0", "id": 1, "result": {"resources": [
+            {"uri": "file:///notes.txt", "name": "notes"},
+            {"uri": "file:///secret/key", "name": "key"}
+        ]}});
+        let sse = format!("event: message\ndata: {resources}\n\n");
+        let out = filter_list(
+            &Bytes::from(sse.clone()),
+            true,
+            ItemKind::Resource,
+            &holding("r"),
+        );
+        assert_eq!(ids(&out, ItemKind::Resource), ["file:///notes.txt"]);
+        let out = filter_list(&Bytes::from(sse), true, ItemKind::Resource, &holding("w"));
+        assert!(
+            ids(&out, ItemKind::Resource).is_empty(),
+            "every resource needs r"
+        );
+        let out = filter_list(
+            &Bytes::from(resources.to_string()),
+            false,
+            ItemKind::Resource,
+            &holding("r d"),
+        );
+        assert_eq!(ids(&out, ItemKind::Resource).len(), 2);
     }
 }

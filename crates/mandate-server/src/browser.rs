@@ -183,7 +183,16 @@ fn consent_page(
         .iter()
         .map(|s| pages::ScopeChoice {
             name: s.as_str(),
-            description: resource.scopes.get(s).map_or("", String::as_str),
+            description: resource.scopes.get(s).map_or_else(
+                || {
+                    if s.as_str() == mandate_core::authorize::OFFLINE_ACCESS {
+                        mandate_core::authorize::OFFLINE_ACCESS_DESCRIPTION
+                    } else {
+                        ""
+                    }
+                },
+                String::as_str,
+            ),
         })
         .collect();
     let host = client_host(client);

@@ -265,6 +265,8 @@ pub fn build(
                         allowed_origins: r.allowed_origins.clone(),
                         levels: r.levels.clone(),
                         tools: r.tools.clone(),
+                        prompts: r.prompts.clone(),
+                        resources: r.resources.clone(),
                         catalog: Arc::new(mandate_gateway::mcp::UpstreamCatalog::new(
                             r.upstream.as_str(),
                             Duration::from_secs(r.upstream_timeout.unsigned_abs().min(10)),

@@ -175,6 +175,8 @@ pub async fn start(
         dpop_nonce_required: config.dpop_nonce,
         refresh_idle_ttl: config.refresh_token_idle_ttl,
         refresh_absolute_ttl: config.refresh_token_absolute_ttl,
+        refresh_requires_offline_access: config.refresh_requires_offline_access,
+        trust: config.trust.clone(),
         registration: RegistrationPolicy {
             mode: config.registration_mode,
             initial_access_token: config.initial_access_token.clone(),

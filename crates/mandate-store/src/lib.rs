@@ -16,7 +16,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mandate_audit::{Event, NewEvent, Outcome};
 use mandate_core::model::{
-    Client, Grant, KeyPurpose, RefreshRecord, RefreshUse, Resource, StoredSigningKey, User,
+    Client, Grant, KeyPurpose, RefreshRecord, RefreshUse, Resource, RevokedAccess,
+    StoredSigningKey, User,
 };
 use mandate_core::{Store, StoreError};
 use mandate_types::{ClientId, ResourceUri, UnixTime};
@@ -155,6 +156,30 @@ impl SqlStore {
         let sql = format!("SELECT doc FROM {table} ORDER BY {key_column}");
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await.map_err(db)?;
         rows.iter().map(|r| decode_doc(table, r)).collect()
+    }
+
+    async fn insert_ephemeral(
+        &self,
+        namespace: &str,
+        key: &str,
+        owner: Option<&str>,
+        doc: &str,
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO ephemeral (namespace, key, doc, expires_at, owner) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (namespace, key) DO UPDATE SET doc = excluded.doc, \
+             expires_at = excluded.expires_at, owner = excluded.owner",
+        )
+        .bind(namespace.to_owned())
+        .bind(key.to_owned())
+        .bind(doc.to_owned())
+        .bind(expires_at)
+        .bind(owner.map(str::to_owned))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
     }
 
     async fn delete_row(
@@ -458,18 +483,20 @@ impl Store for SqlStore {
         doc: &str,
         expires_at: UnixTime,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO ephemeral (namespace, key, doc, expires_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (namespace, key) DO UPDATE SET doc = excluded.doc, expires_at = excluded.expires_at",
-        )
-        .bind(namespace.to_owned())
-        .bind(key.to_owned())
-        .bind(doc.to_owned())
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(())
+        self.insert_ephemeral(namespace, key, None, doc, expires_at)
+            .await
+    }
+
+    async fn put_owned_ephemeral(
+        &self,
+        namespace: &str,
+        key: &str,
+        owner: &str,
+        doc: &str,
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError> {
+        self.insert_ephemeral(namespace, key, Some(owner), doc, expires_at)
+            .await
     }
 
     async fn get_ephemeral(
@@ -658,6 +685,35 @@ impl Store for SqlStore {
             .await
             .map_err(db)?
             .rows_affected())
+    }
+
+    async fn revoke_user_access(&self, user_id: &str) -> Result<RevokedAccess, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let documents = sqlx::query("DELETE FROM ephemeral WHERE owner = $1")
+            .bind(user_id.to_owned())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        let of_user =
+            "FROM refresh_tokens WHERE grant_id IN (SELECT id FROM grants WHERE user_id = $1)";
+        let families: i64 = sqlx::query(&format!("SELECT COUNT(DISTINCT family) AS n {of_user}"))
+            .bind(user_id.to_owned())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?
+            .try_get("n")
+            .map_err(|e| corrupt("refresh_tokens", e))?;
+        sqlx::query(&format!("DELETE {of_user}"))
+            .bind(user_id.to_owned())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(RevokedAccess {
+            documents,
+            refresh_families: u64::try_from(families).unwrap_or(0),
+        })
     }
 
     async fn purge_expired(&self, now: UnixTime) -> Result<u64, StoreError> {

@@ -94,6 +94,21 @@ fn migration_3() -> Vec<String> {
     vec!["ALTER TABLE signing_keys ADD COLUMN purpose TEXT NOT NULL DEFAULT 'jws'".to_owned()]
 }
 
+/// Owners of short-lived documents, so that disabling a user can end their
+/// sessions and codes. Rows written before this migration get their owner
+/// from the document's `user_id` (our own compact JSON).
+fn migration_4(backend: Backend) -> Vec<String> {
+    let owner = match backend {
+        Backend::Sqlite => "CASE WHEN json_valid(doc) THEN json_extract(doc, '$.user_id') END",
+        Backend::Postgres => "substring(doc from '\"user_id\":\"([^\"\\\\]*)\"')",
+    };
+    vec![
+        "ALTER TABLE ephemeral ADD COLUMN owner TEXT".to_owned(),
+        "CREATE INDEX ephemeral_owner ON ephemeral (owner)".to_owned(),
+        format!("UPDATE ephemeral SET owner = {owner} WHERE namespace IN ('session', 'code')"),
+    ]
+}
+
 pub(crate) async fn apply(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
     let mut conn = pool.acquire().await.map_err(db)?;
     if backend == Backend::Postgres {
@@ -124,10 +139,11 @@ async fn apply_locked(
     .execute(&mut **conn)
     .await
     .map_err(db)?;
-    let migrations: [(i64, Vec<String>); 3] = [
+    let migrations: [(i64, Vec<String>); 4] = [
         (1, migration_1(backend)),
         (2, migration_2()),
         (3, migration_3()),
+        (4, migration_4(backend)),
     ];
     for (version, steps) in migrations {
         // SQLite has no advisory lock: `BEGIN IMMEDIATE` takes the write lock

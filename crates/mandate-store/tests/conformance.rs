@@ -407,6 +407,172 @@ for_each_backend!(
     purge_expired_removes_only_expired
 );
 
+// ---------------------------------------------------------------- users' access
+
+async fn revoking_a_users_access(db: &TestDb) {
+    use mandate_core::model::{Grant, RefreshRecord, RefreshUse, RevokedAccess};
+    let store = db.store().await;
+    let grant = |id: &str, user: &str| Grant {
+        id: id.to_owned(),
+        user_id: user.to_owned(),
+        client_id: client_id("host"),
+        resource: resource_uri(&format!("https://{id}.example")),
+        scopes: ScopeSet::parse("read").unwrap(),
+        created_at: 1,
+    };
+    let refresh = |family: &str, grant: &Grant| RefreshRecord {
+        family: family.to_owned(),
+        grant_id: grant.id.clone(),
+        client_id: grant.client_id.clone(),
+        user_id: grant.user_id.clone(),
+        resource: grant.resource.clone(),
+        scopes: grant.scopes.clone(),
+        family_started_at: 1,
+    };
+    let (a1, a2, b1) = (
+        grant("a1", "alice"),
+        grant("a2", "alice"),
+        grant("b1", "bob"),
+    );
+    for g in [&a1, &a2, &b1] {
+        store.put_grant(g).await.unwrap();
+    }
+    let later = i64::MAX;
+    store
+        .insert_refresh("ha1", &refresh("fa1", &a1), later)
+        .await
+        .unwrap();
+    store
+        .insert_refresh("ha1-next", &refresh("fa1", &a1), later)
+        .await
+        .unwrap();
+    store
+        .insert_refresh("ha2", &refresh("fa2", &a2), later)
+        .await
+        .unwrap();
+    store
+        .insert_refresh("hb1", &refresh("fb1", &b1), later)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.use_refresh("ha1", 10).await.unwrap(),
+        RefreshUse::Fresh(_)
+    ));
+    store
+        .put_owned_ephemeral("session", "sa", "alice", "{}", later)
+        .await
+        .unwrap();
+    store
+        .put_owned_ephemeral("code", "ca", "alice", "{}", later)
+        .await
+        .unwrap();
+    store
+        .put_owned_ephemeral("session", "sb", "bob", "{}", later)
+        .await
+        .unwrap();
+    store
+        .put_ephemeral("pending", "p", "{}", later)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.revoke_user_access("alice").await.unwrap(),
+        RevokedAccess {
+            documents: 2,
+            refresh_families: 2
+        }
+    );
+    for (namespace, key) in [("session", "sa"), ("code", "ca")] {
+        assert_eq!(store.get_ephemeral(namespace, key, 10).await.unwrap(), None);
+    }
+    for key in ["ha1", "ha1-next", "ha2"] {
+        assert_eq!(
+            store.use_refresh(key, 10).await.unwrap(),
+            RefreshUse::Unknown,
+            "{key}: gone, used or not"
+        );
+    }
+    // Bob's, and documents of nobody, are untouched; so are the grants.
+    assert!(store
+        .get_ephemeral("session", "sb", 10)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .get_ephemeral("pending", "p", 10)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store.peek_refresh("hb1", 10).await.unwrap().is_some());
+    assert_eq!(store.list_grants("alice").await.unwrap().len(), 2);
+    // Overwriting an owned document with an unowned one drops the owner.
+    store
+        .put_owned_ephemeral("session", "sb2", "bob", "{}", later)
+        .await
+        .unwrap();
+    store
+        .put_ephemeral("session", "sb2", "{}", later)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.revoke_user_access("bob").await.unwrap(),
+        RevokedAccess {
+            documents: 1,
+            refresh_families: 1
+        }
+    );
+    assert!(store
+        .get_ephemeral("session", "sb2", 10)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        store.revoke_user_access("alice").await.unwrap(),
+        RevokedAccess::default(),
+        "nothing left"
+    );
+}
+for_each_backend!(revoking_a_users_access, revoking_a_users_access);
+
+/// Sessions and codes written before documents had owners get one from the
+/// document's `user_id` when the store is upgraded.
+async fn upgrading_gives_existing_sessions_an_owner(db: &TestDb) {
+    let store = db.store().await;
+    store.close().await;
+    let mut conn = raw_connection(db).await;
+    for sql in [
+        "DELETE FROM mandate_migrations WHERE version = 4",
+        "DROP INDEX ephemeral_owner",
+        "ALTER TABLE ephemeral DROP COLUMN owner",
+        "INSERT INTO ephemeral (namespace, key, doc, expires_at) VALUES \
+         ('session', 's', '{\"user_id\":\"alice-1_x\",\"csrf\":\"c\"}', 9999999999), \
+         ('code', 'c', '{\"request\":{\"state\":\"\\\"user_id\\\":\\\"bob\\\"\"},\"user_id\":\"alice-1_x\"}', 9999999999), \
+         ('pending', 'p', '{\"user_id\":\"alice-1_x\"}', 9999999999)",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+    let store = db.store().await;
+    assert_eq!(
+        store
+            .revoke_user_access("alice-1_x")
+            .await
+            .unwrap()
+            .documents,
+        2,
+        "the session and the code, not the pending request"
+    );
+    assert!(store
+        .get_ephemeral("pending", "p", 10)
+        .await
+        .unwrap()
+        .is_some());
+}
+for_each_backend!(
+    upgrading_gives_existing_sessions_an_owner,
+    upgrading_gives_existing_sessions_an_owner
+);
+
 // ---------------------------------------------------------------- audit trail
 
 async fn audit_chains_across_batches(db: &TestDb) {

@@ -124,7 +124,7 @@ pub struct Allowed {
     /// The verified token; `None` on a public resource.
     pub token: Option<Arc<VerifiedAccessToken>>,
     /// The Biscuit, when the token was one (its blocks also narrow what
-    /// `tools/list` shows: [`Allowed::may_call_tool`]).
+    /// list answers show: [`Allowed::may_use`]).
     pub biscuit: Option<Arc<mandate_biscuit::VerifiedBiscuit>>,
     /// The operation, when one was recognised.
     pub operation: Option<A2aOperation>,
@@ -135,35 +135,41 @@ pub struct Allowed {
 }
 
 impl Allowed {
-    /// Whether this caller could call MCP tool `name` on `resource` at
-    /// `now`: what `tools/list` filtering asks, by the same rules as a
-    /// `tools/call` (the route's and the tool's scopes, and for a Biscuit
-    /// every block's checks).
-    pub fn may_call_tool(
+    /// Whether this caller could use the MCP tool, prompt or resource `item`
+    /// on `resource` at `now`: what list filtering asks, by the same rules
+    /// as a request using it (the route's and the item's scopes, and for a
+    /// Biscuit every block's checks).
+    pub fn may_use(
         &self,
         resource: &ProtectedResource,
-        name: &str,
-        info: Option<&mcp::ToolInfo>,
+        item: mcp::McpItem<'_>,
         now: UnixTime,
     ) -> bool {
         let (Some(policy), Some(token)) = (&resource.mcp, &self.token) else {
             return false;
         };
-        let Some(tool_scopes) = policy.scopes_for(name, info) else {
+        let Some(item_scopes) = policy.scopes_for_item(item) else {
             return false;
         };
         let needed =
-            ScopeSet::from_scopes(resource.scopes.iter().chain(tool_scopes.iter()).cloned());
+            ScopeSet::from_scopes(resource.scopes.iter().chain(item_scopes.iter()).cloned());
         if !needed.is_subset(&token.scope) {
             return false;
         }
+        let (tool, level) = match item {
+            mcp::McpItem::Tool(name, info) => (
+                Some(name),
+                policy.level_of(name, info).map(mcp::Level::as_str),
+            ),
+            mcp::McpItem::Prompt(_) | mcp::McpItem::Resource(_) => (None, None),
+        };
         self.biscuit.as_ref().is_none_or(|b| {
             b.authorize(&mandate_biscuit::RequestFacts {
                 time: now,
                 resource: &resource.resource,
-                operation: Some("tools/call"),
-                tool: Some(name),
-                level: policy.level_of(name, info).map(mcp::Level::as_str),
+                operation: Some(item.kind().use_method()),
+                tool,
+                level,
                 http_method: "POST",
                 path: "/",
                 required_scopes: &needed,
@@ -462,29 +468,34 @@ impl Guard {
             }
             (Protocol::A2a, None) => (A2aOperation::from_rest(method, path), None, None),
             (Protocol::Mcp, Some(body)) => {
+                let refuse = |e: mcp::McpRequestError| match e {
+                    mcp::McpRequestError::HeaderMismatch => Denial {
+                        description: "a mirrored header (MCP-Protocol-Version, Mcp-Method, \
+                                      Mcp-Name, Mcp-Param-*) is missing, repeated, malformed \
+                                      or does not match the body"
+                            .into(),
+                        ..malformed(e.code(), e.message(), "header_mismatch")
+                    },
+                    mcp::McpRequestError::Parse | mcp::McpRequestError::Invalid => {
+                        malformed(e.code(), e.message(), "malformed_jsonrpc")
+                    }
+                };
                 let call = mcp::parse_message(body)
-                    .and_then(|c| mcp::check_mirrored_headers(headers, &c).map(|()| c));
-                let call = call.map_err(|e| match e {
-                    mcp::McpRequestError::Parse => {
-                        malformed(e.code(), "Parse error", "malformed_jsonrpc")
+                    .and_then(|c| mcp::check_mirrored_headers(headers, &c).map(|()| c))
+                    .map_err(refuse)?;
+                if let (Some(policy), Some(kind), Some(item)) = (
+                    &resource.mcp,
+                    call.method.as_deref().and_then(mcp::ItemKind::used_by),
+                    &call.name,
+                ) {
+                    let needs = policy.needs(kind, item).await;
+                    // The tool's mirrored arguments agree with the body
+                    // before anything is decided.
+                    if let Some(tool) = &needs.tool {
+                        mcp::check_param_headers(headers, &call, tool).map_err(refuse)?;
                     }
-                    mcp::McpRequestError::Invalid => {
-                        malformed(e.code(), "Invalid Request", "malformed_jsonrpc")
-                    }
-                    mcp::McpRequestError::HeaderMismatch => {
-                        malformed(e.code(), "HeaderMismatch", "header_mismatch")
-                    }
-                })?;
-                if let (Some(policy), Some("tools/call"), Some(tool)) =
-                    (&resource.mcp, call.method.as_deref(), &call.name)
-                {
-                    let info = policy.catalog.tool(tool).await;
-                    level = policy.level_of(tool, info.as_ref());
-                    extra_needed = Some(
-                        policy
-                            .scopes_for(tool, info.as_ref())
-                            .unwrap_or_else(|| policy.unknown_tool_scopes()),
-                    );
+                    level = needs.level;
+                    extra_needed = Some(needs.scopes);
                 }
                 (None, call.method, call.name)
             }

@@ -1,5 +1,7 @@
 //! A small MCP server (Streamable HTTP, session-based revision) for gateway
-//! tests: three tools with annotations, a session id, JSON or SSE answers.
+//! tests: four tools with annotations (one mirrors an argument into
+//! `Mcp-Param-Region`), two prompts, two resources, a session id, JSON or
+//! SSE answers.
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
@@ -12,7 +14,7 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 
-/// One message the upstream saw: method, tool name, headers.
+/// One message the upstream saw: method, `params.name` (or `params.uri`), headers.
 pub type Seen = (String, Option<String>, HeaderMap);
 
 #[derive(Clone, Default)]
@@ -54,6 +56,17 @@ impl McpUpstream {
             .collect()
     }
 
+    /// Every `params.name` (or `params.uri`) the upstream saw with `method`.
+    pub fn names(&self, method: &str) -> Vec<String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, _, _)| m == method)
+            .filter_map(|(_, n, _)| n.clone())
+            .collect()
+    }
+
     /// Tools called by someone other than the gateway's own catalog session.
     pub fn tool_calls(&self) -> Vec<String> {
         self.calls
@@ -68,7 +81,10 @@ impl McpUpstream {
 
 fn tools() -> Value {
     json!([
-        {"name": "read_file", "inputSchema": {"type": "object"}, "annotations": {"readOnlyHint": true}},
+        {"name": "read_file", "inputSchema": {"type": "object", "properties": {
+            "path": {"type": "string"},
+            "region": {"type": "string", "x-mcp-header": "Region"}}},
+         "annotations": {"readOnlyHint": true}},
         {"name": "write_file", "inputSchema": {"type": "object"}, "annotations": {"readOnlyHint": false, "destructiveHint": false}},
         {"name": "wipe_disk", "inputSchema": {"type": "object"}},
         {"name": "delete_file", "inputSchema": {"type": "object"}, "annotations": {"destructiveHint": false}}
@@ -84,6 +100,7 @@ async fn handle(State(up): State<McpUpstream>, req: Request) -> Response {
     let method = msg["method"].as_str().unwrap_or_default().to_owned();
     let name = msg
         .pointer("/params/name")
+        .or_else(|| msg.pointer("/params/uri"))
         .and_then(Value::as_str)
         .map(str::to_owned);
     up.calls
@@ -99,6 +116,20 @@ async fn handle(State(up): State<McpUpstream>, req: Request) -> Response {
         "tools/list" => json!({"tools": tools()}),
         "tools/call" => {
             json!({"content": [{"type": "text", "text": format!("called {}", name.unwrap_or_default())}]})
+        }
+        "prompts/list" => json!({"prompts": [
+            {"name": "greet", "description": "Say hello"},
+            {"name": "admin_prompt", "description": "Reset everything"}
+        ]}),
+        "prompts/get" => {
+            json!({"messages": [{"role": "user", "content": {"type": "text", "text": "hello"}}]})
+        }
+        "resources/list" => json!({"resources": [
+            {"uri": "file:///notes.txt", "name": "notes"},
+            {"uri": "file:///secret/key", "name": "key"}
+        ]}),
+        "resources/read" => {
+            json!({"contents": [{"uri": name.unwrap_or_default(), "text": "contents"}]})
         }
         _ => json!({}),
     };

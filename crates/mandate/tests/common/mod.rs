@@ -83,7 +83,7 @@ jwks = {{ keys = [ {jwk_toml} ] }}
     )
 }
 
-fn json_to_toml_inline(json: &str) -> String {
+pub fn json_to_toml_inline(json: &str) -> String {
     let v: Value = serde_json::from_str(json).unwrap();
     let fields: Vec<String> = v
         .as_object()
@@ -397,5 +397,59 @@ impl ClientKey {
         );
         let (_, sig) = self.key.sign_detached_raw(input.as_bytes());
         format!("{input}.{sig}")
+    }
+}
+
+impl Harness {
+    /// Like [`Harness::start_full`], with `tokens_toml` added to the base
+    /// configuration's `[tokens]` table (`extra_toml` is appended after the
+    /// last `[[clients]]`, where that table cannot be reopened).
+    pub async fn start_with_tokens(
+        db: &TestDb,
+        tokens_toml: &str,
+        extra_toml: &str,
+        extra_env: &'static [(&'static str, &'static str)],
+        jwt_client: Arc<ClientKey>,
+        clock: Arc<FixedClock>,
+    ) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let toml = base_config(db, &jwt_client.public(), extra_toml).replacen(
+            "[tokens]\n",
+            &format!("[tokens]\n{tokens_toml}\n"),
+            1,
+        );
+        let env = env_with(extra_env);
+        let flags = Overrides {
+            data_dir: Some(data_dir.path().display().to_string()),
+            ..Overrides::default()
+        };
+        let config = Config::load(Some(&toml), &flags, &env).expect("test config is valid");
+        let dyn_clock: Arc<dyn Clock> = clock.clone();
+        let server = mandate_server::start(&config, dyn_clock, &env)
+            .await
+            .expect("server starts");
+        Self {
+            base: format!("http://{}", server.public_addr),
+            admin: format!("http://{}", server.admin_addr),
+            admin_token: server.admin_token.clone(),
+            server: Some(server),
+            clock,
+            http: reqwest::Client::new(),
+            jwt_client,
+            data_dir,
+        }
+    }
+
+    /// The audit events after `seq` (at most 10 000).
+    pub async fn audit_after(&self, seq: i64) -> Vec<mandate_audit::Event> {
+        let (s, v) = self
+            .admin_send(
+                reqwest::Method::GET,
+                &format!("/admin/audit?after={seq}&limit=10000"),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        serde_json::from_value(v).unwrap()
     }
 }

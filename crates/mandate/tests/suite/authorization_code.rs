@@ -163,7 +163,11 @@ fn authorize_path(extra: &[(&str, &str)]) -> String {
 }
 
 async fn start(db: &TestDb) -> Harness {
-    let h = Harness::start_with(db, HOST_CLIENT, &[]).await;
+    start_env(db, &[]).await
+}
+
+async fn start_env(db: &TestDb, env: &'static [(&'static str, &'static str)]) -> Harness {
+    let h = Harness::start_with(db, HOST_CLIENT, env).await;
     let (s, _) = h
         .admin_send(
             Method::POST,
@@ -779,3 +783,222 @@ async fn client_id_metadata_documents() {
         StatusCode::BAD_REQUEST
     );
 }
+
+/// `[tokens] refresh_requires_offline_access`: off (the default), a client
+/// holding the refresh_token grant gets a refresh token without asking; on,
+/// only when `offline_access` was requested and consented, and it stays a
+/// scope of the grant, not of the access token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_access_gates_refresh_tokens() {
+    // Off: today's behaviour.
+    let db = TestDb::sqlite();
+    let h = start(&db).await;
+    let mut b = Browser::new(&h);
+    let tokens = authorize_and_redeem(&h, &mut b, "read").await;
+    assert!(tokens["refresh_token"].is_string(), "{tokens}");
+    let p = b
+        .get(&authorize_path(&[("scope", "read offline_access")]))
+        .await;
+    assert_eq!(
+        p.query("error").as_deref(),
+        Some("invalid_scope"),
+        "off, offline_access is no scope of its own"
+    );
+
+    // On.
+    let db = TestDb::sqlite();
+    let h = start_env(&db, &[("MANDATE_REFRESH_REQUIRES_OFFLINE_ACCESS", "true")]).await;
+    let (_, _, meta) = h.get_json("/.well-known/oauth-authorization-server").await;
+    assert!(meta["scopes_supported"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("offline_access")));
+    let mut b = Browser::new(&h);
+    let tokens = authorize_and_redeem(&h, &mut b, "read").await;
+    assert!(
+        tokens.get("refresh_token").is_none(),
+        "not asked for, not issued: {tokens}"
+    );
+    // Asked for: the consent page offers it, described, as a checkbox.
+    let consent = b
+        .get(&authorize_path(&[("scope", "read offline_access")]))
+        .await;
+    assert_eq!(consent.status, StatusCode::OK, "{}", consent.body);
+    assert!(consent.body.contains("value=\"offline_access\""));
+    assert!(consent.body.contains("Stay connected while you are away"));
+    // Left unchecked: still no refresh token.
+    let done = b.approve(&consent, "read").await;
+    let (s, _, tokens) = redeem(&h, &done.query("code").unwrap(), VERIFIER).await;
+    assert_eq!(s, StatusCode::OK, "{tokens}");
+    assert!(tokens.get("refresh_token").is_none(), "{tokens}");
+    // Consented: a refresh token; the access token does not carry offline_access.
+    let consent = b
+        .get(&authorize_path(&[("scope", "read offline_access")]))
+        .await;
+    let form = [
+        ("csrf", consent.hidden("csrf")),
+        ("request", consent.hidden("request")),
+        ("scope", "read".to_owned()),
+        ("scope", "offline_access".to_owned()),
+        ("decision", "approve".to_owned()),
+    ];
+    let req = b.http.post(format!("{}/consent", h.base)).form(&form);
+    let done = b.send(req).await;
+    let (s, _, tokens) = redeem(&h, &done.query("code").unwrap(), VERIFIER).await;
+    assert_eq!(s, StatusCode::OK, "{tokens}");
+    assert_eq!(tokens["scope"], "read");
+    assert_eq!(
+        claims_of(tokens["access_token"].as_str().unwrap())["scope"],
+        "read"
+    );
+    let first = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let refresh = |t: String, scope: Option<&'static str>| {
+        let h = &h;
+        async move {
+            let mut f = vec![
+                ("grant_type", "refresh_token"),
+                ("client_id", "mcp-host"),
+                ("refresh_token", t.as_str()),
+            ];
+            if let Some(s) = scope {
+                f.push(("scope", s));
+            }
+            h.post_form("/token", &f, None).await
+        }
+    };
+    // Asking only for offline_access is refused before the token is spent.
+    assert_oauth_error(
+        &refresh(first.clone(), Some("offline_access")).await,
+        400,
+        "invalid_scope",
+    );
+    let (s, _, rotated) = refresh(first, None).await;
+    assert_eq!(s, StatusCode::OK, "{rotated}");
+    assert_eq!(rotated["scope"], "read");
+    let second = rotated["refresh_token"].as_str().unwrap().to_owned();
+    // A later consent without offline_access ends the family.
+    let consent = b
+        .get(&authorize_path(&[("scope", "read write offline_access")]))
+        .await;
+    assert_eq!(consent.status, StatusCode::OK, "{}", consent.body);
+    let form = [
+        ("csrf", consent.hidden("csrf")),
+        ("request", consent.hidden("request")),
+        ("scope", "read".to_owned()),
+        ("scope", "write".to_owned()),
+        ("decision", "approve".to_owned()),
+    ];
+    let req = b.http.post(format!("{}/consent", h.base)).form(&form);
+    assert_eq!(b.send(req).await.status, StatusCode::FOUND);
+    assert_oauth_error(&refresh(second, None).await, 400, "invalid_grant");
+    // offline_access alone grants nothing; a client without the
+    // refresh_token grant may not ask for it.
+    let p = b.get(&authorize_path(&[("scope", "offline_access")])).await;
+    assert_eq!(p.query("error").as_deref(), Some("invalid_scope"));
+    let p = b
+        .get(&authorize_path(&[
+            ("client_id", "agent-web"),
+            ("redirect_uri", "https://app.example/cb"),
+            ("scope", "read offline_access"),
+        ]))
+        .await;
+    assert_eq!(p.query("error").as_deref(), Some("invalid_scope"));
+    let p = b
+        .get(&authorize_path(&[
+            ("client_id", "agent-web"),
+            ("redirect_uri", "https://app.example/cb"),
+            ("scope", "read"),
+        ]))
+        .await;
+    assert_eq!(
+        p.status,
+        StatusCode::OK,
+        "without it the same request is fine"
+    );
+}
+
+/// `mandate user disable` (the admin API) ends what the user holds: the
+/// browser session, unredeemed codes and every refresh token family of the
+/// user's grants. Enabling the user again brings none of it back.
+async fn disabling_a_user_ends_sessions_and_refresh_tokens(db: &TestDb) {
+    let h = start(db).await;
+    let mut b = Browser::new(&h);
+    let tokens = authorize_and_redeem(&h, &mut b, "read").await;
+    let refresh_token = tokens["refresh_token"].as_str().unwrap().to_owned();
+    // An unredeemed code from the remembered consent.
+    let pending_code = b
+        .get(&authorize_path(&[("scope", "read")]))
+        .await
+        .query("code")
+        .unwrap();
+    let signed_in = b.get("/grants").await;
+    assert!(
+        signed_in.body.contains("Desktop Assistant"),
+        "the session works"
+    );
+    let refresh = |t: String| {
+        let h = &h;
+        async move {
+            h.post_form(
+                "/token",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", "mcp-host"),
+                    ("refresh_token", t.as_str()),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+
+    let (s, _) = h
+        .admin_send(Method::POST, "/admin/users/alice/disable", None)
+        .await;
+    assert!(s.is_success(), "{s}");
+    assert_oauth_error(&refresh(refresh_token.clone()).await, 400, "invalid_grant");
+    assert_oauth_error(
+        &redeem(&h, &pending_code, VERIFIER).await,
+        400,
+        "invalid_grant",
+    );
+    let signed_out = b.get("/grants").await;
+    assert!(
+        !signed_out.body.contains("Desktop Assistant")
+            && signed_out.body.contains("name=\"password\""),
+        "the session cookie leads to the sign-in page: {}",
+        signed_out.body
+    );
+    let audited = h.audit().await;
+    let disabled = audited
+        .iter()
+        .find(|e| e.event.kind == "user.disabled")
+        .expect("audited");
+    assert_eq!(
+        disabled.event.reason.as_deref(),
+        Some("2 sessions and codes ended, 1 refresh token families revoked")
+    );
+
+    // Enabled again: the old session and refresh token stay dead.
+    let (s, _) = h
+        .admin_send(Method::POST, "/admin/users/alice/enable", None)
+        .await;
+    assert!(s.is_success(), "{s}");
+    assert!(!b.get("/grants").await.body.contains("Desktop Assistant"));
+    assert_oauth_error(&refresh(refresh_token).await, 400, "invalid_grant");
+    // Signing in again works, and the remembered consent still holds.
+    let login = b.get(&authorize_path(&[("scope", "read")])).await;
+    let done = b.sign_in(&login, PASSWORD).await;
+    assert_eq!(
+        done.status,
+        StatusCode::FOUND,
+        "no consent page: {}",
+        done.body
+    );
+    let (s, _, body) = redeem(&h, &done.query("code").unwrap(), VERIFIER).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+}
+for_each_backend!(
+    disabling_a_user_ends_sessions_and_refresh_tokens,
+    disabling_a_user_ends_sessions_and_refresh_tokens
+);
