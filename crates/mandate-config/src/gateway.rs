@@ -93,6 +93,8 @@ pub struct GatewayConfig {
     pub default_route: Option<String>,
     /// Trust Mandate's own issuer (in process).
     pub trust_own_issuer: bool,
+    /// Require server nonces in DPoP proofs at the gateway (RFC 9449 §9).
+    pub dpop_nonce: bool,
     /// Other trusted issuers.
     pub issuers: Vec<IssuerConfig>,
     /// Routes.
@@ -371,6 +373,7 @@ pub(crate) fn gateway_config(raw: RawGateway, issuer: &str) -> Result<GatewayCon
         card_rate_limit: raw.card_rate_limit.unwrap_or(60),
         default_route: raw.default_route,
         trust_own_issuer: raw.trust_own_issuer.unwrap_or(true),
+        dpop_nonce: raw.dpop_nonce.unwrap_or(false),
         issuers,
         routes,
     })

@@ -44,6 +44,7 @@ pub struct RawGateway {
     pub card_rate_limit: Option<u32>,
     pub default_route: Option<String>,
     pub trust_own_issuer: Option<bool>,
+    pub dpop_nonce: Option<bool>,
     #[serde(default)]
     pub issuers: Vec<RawIssuer>,
     #[serde(default)]

@@ -48,7 +48,8 @@ impl Authority {
         )
     }
 
-    fn accepted_nonces(&self) -> Vec<String> {
+    /// The nonces accepted now: the current window's and the previous one's.
+    pub fn accepted_nonces(&self) -> Vec<String> {
         let w = self.clock.now().div_euclid(NONCE_WINDOW);
         vec![
             nonce_for(&self.settings.dpop_nonce_key, w),

@@ -238,6 +238,14 @@ impl Authority {
                 .into(),
             ));
         }
+        // A bound chain stays bound: a DPoP-bound subject token is exchanged
+        // only for a token bound to the actor's own key.
+        if subject.claims.cnf.is_some() && jkt.is_none() {
+            return Err(Error::InvalidDpopProof(
+                "the subject_token is DPoP-bound: send a DPoP proof so the new token is bound too"
+                    .into(),
+            ));
+        }
         let now = self.clock.now();
         if subject.claims.exp <= now {
             return Err(Error::InvalidRequest("the subject_token expired".into()));

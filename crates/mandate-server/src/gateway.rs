@@ -15,7 +15,7 @@ use mandate_audit::{NewEvent, Outcome};
 use mandate_biscuit::RootKeys;
 use mandate_config::Config;
 use mandate_core::audit::AuditLog;
-use mandate_core::keyring::{KeySnapshot, Keyring};
+use mandate_core::keyring::{KeySnapshot, Keyring, Keyrings};
 use mandate_core::Store;
 use mandate_gateway::{
     CardSettings, CardSigner, DecisionEvent, DecisionSink, Gateway, GatewaySettings, Route,
@@ -24,7 +24,8 @@ use mandate_gateway::{
 use mandate_jose::JwkSet;
 use mandate_tower::keys::HttpKeys;
 use mandate_tower::{
-    BiscuitRoots, Guard, KeySource, ProtectedResource, RevocationList, TokenVerifier, TrustedIssuer,
+    BiscuitRoots, DpopNonces, Guard, KeySource, ProtectedResource, RevocationList, TokenVerifier,
+    TrustedIssuer,
 };
 use mandate_types::{Clock, ResourceUri};
 
@@ -59,6 +60,20 @@ impl KeySource for Keys {
         Ok(Arc::new(JwkSet {
             keys: self.own.keyring.snapshot().published().to_vec(),
         }))
+    }
+}
+
+/// The authorization server's DPoP nonces, also required at the gateway
+/// when `[gateway] dpop_nonce` is on (so one nonce serves both).
+pub struct AuthorityNonces(pub Arc<mandate_core::Authority>);
+
+impl DpopNonces for AuthorityNonces {
+    fn current(&self) -> String {
+        self.0.dpop_nonce()
+    }
+
+    fn accepted(&self) -> Vec<String> {
+        self.0.accepted_nonces()
     }
 }
 
@@ -203,12 +218,16 @@ impl ScopeCatalog for StoreScopes {
 pub fn build(
     config: &Config,
     store: Arc<dyn Store>,
-    keyring: Arc<Keyring>,
-    biscuit_keyring: Arc<Keyring>,
+    keyrings: Keyrings,
     audit: AuditLog,
     clock: Arc<dyn Clock>,
     revocations: Arc<StoreRevocations>,
+    nonces: Option<Arc<dyn DpopNonces>>,
 ) -> Result<Option<Arc<Gateway>>, reqwest::Error> {
+    let Keyrings {
+        jws: keyring,
+        biscuit: biscuit_keyring,
+    } = keyrings;
     let g = &config.gateway;
     if g.routes.is_empty() {
         return Ok(None);
@@ -294,10 +313,16 @@ pub fn build(
     };
     Ok(Some(Arc::new(Gateway::new(
         RouteTable::new(routes),
-        Arc::new(Guard::new(verifier).with_replay(Arc::new(StoreReplay {
-            memory: mandate_tower::MemoryReplay::default(),
-            store: Arc::clone(&store),
-        }))),
+        {
+            let guard = Guard::new(verifier).with_replay(Arc::new(StoreReplay {
+                memory: mandate_tower::MemoryReplay::default(),
+                store: Arc::clone(&store),
+            }));
+            Arc::new(match nonces {
+                Some(n) if g.dpop_nonce => guard.with_dpop_nonces(n),
+                _ => guard,
+            })
+        },
         Arc::clone(&clock),
         settings,
         Arc::new(KeyringSigner {

@@ -211,11 +211,14 @@ pub async fn start(
     let gateway = gateway::build(
         config,
         Arc::clone(&dyn_store),
-        Arc::clone(&keyring),
-        Arc::clone(&biscuit_keyring),
+        Keyrings {
+            jws: Arc::clone(&keyring),
+            biscuit: Arc::clone(&biscuit_keyring),
+        },
         authority.audit().clone(),
         Arc::clone(&clock),
         Arc::clone(&revocations),
+        Some(Arc::new(gateway::AuthorityNonces(Arc::clone(&authority)))),
     )?;
 
     let state = AppState {

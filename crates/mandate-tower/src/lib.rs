@@ -29,7 +29,8 @@ pub mod token;
 pub use a2a::A2aOperation;
 pub use guard::{GuardLayer, GuardService, ResponseFuture, DEFAULT_MAX_BODY};
 pub use policy::{
-    Allowed, Denial, Guard, MemoryReplay, ProofReplay, ProtectedResource, Protocol, RequestView,
+    Allowed, Denial, DpopNonces, Guard, MemoryReplay, ProofReplay, ProtectedResource, Protocol,
+    RequestView,
 };
 pub use token::{
     BiscuitRoots, KeySource, NoRevocation, RevocationList, StaticRoots, TokenError, TokenVerifier,

@@ -75,6 +75,8 @@ pub struct Denial {
     pub caller: Option<Arc<VerifiedAccessToken>>,
     /// The operation refused (A2A operation, MCP method and tool), when known.
     pub operation: Option<String>,
+    /// A fresh `DPoP-Nonce` to send (RFC 9449 §9), with `use_dpop_nonce`.
+    pub dpop_nonce: Option<String>,
 }
 
 impl Denial {
@@ -97,6 +99,7 @@ impl Denial {
                         StatusCode::FORBIDDEN => "insufficient_scope",
                         StatusCode::BAD_REQUEST => "invalid_request",
                         _ if self.challenge.as_deref().is_some_and(|c| c.contains("error=\"invalid_dpop_proof\"")) => "invalid_dpop_proof",
+                        _ if self.dpop_nonce.is_some() => "use_dpop_nonce",
                         _ => "invalid_token",
                     },
                     "error_description": self.description,
@@ -113,6 +116,9 @@ impl Denial {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(c) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             headers.insert(header::WWW_AUTHENTICATE, c);
+        }
+        if let Some(n) = self.dpop_nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+            headers.insert("dpop-nonce", n);
         }
         response
     }
@@ -198,6 +204,16 @@ pub struct RequestView<'a> {
 pub struct Guard {
     verifier: TokenVerifier,
     replay: Arc<dyn ProofReplay>,
+    nonces: Option<Arc<dyn DpopNonces>>,
+}
+
+/// Server nonces for DPoP proofs (RFC 9449 §9): when a guard has them,
+/// every proof must carry one it accepts.
+pub trait DpopNonces: Send + Sync + 'static {
+    /// The nonce to hand out now.
+    fn current(&self) -> String;
+    /// The nonces accepted now (the current one and its predecessor).
+    fn accepted(&self) -> Vec<String>;
 }
 
 /// Where DPoP proof ids are recorded so a proof is used once (RFC 9449 §11.1).
@@ -244,7 +260,14 @@ impl Guard {
         Self {
             verifier,
             replay: Arc::new(MemoryReplay::default()),
+            nonces: None,
         }
+    }
+
+    /// Requires DPoP proofs to carry one of `nonces`' server nonces.
+    pub fn with_dpop_nonces(mut self, nonces: Arc<dyn DpopNonces>) -> Self {
+        self.nonces = Some(nonces);
+        self
     }
 
     /// Uses `replay` for DPoP proof ids (to share them between replicas).
@@ -281,6 +304,7 @@ impl Guard {
             missing_scope: None,
             caller: None,
             operation: None,
+            dpop_nonce: None,
         }
         };
         let Some(jkt) = &verified.jkt else {
@@ -316,6 +340,7 @@ impl Guard {
             )
         })?;
         let url = format!("{}{}", resource.public_origin, uri.path());
+        let accepted = self.nonces.as_ref().map(|n| n.accepted());
         let ctx = mandate_jose::dpop::DpopContext {
             method: method.as_str(),
             url: &url,
@@ -323,10 +348,15 @@ impl Guard {
             max_age: DPOP_MAX_AGE,
             leeway: 30,
             access_token: Some(token),
-            nonces: None,
+            nonces: accepted.as_deref(),
         };
-        let proved = mandate_jose::dpop::verify_proof(proof, &ctx)
-            .map_err(|e| refuse("invalid_dpop_proof", "dpop_proof_invalid", &e.to_string()))?;
+        let proved = mandate_jose::dpop::verify_proof(proof, &ctx).map_err(|e| match e {
+            mandate_jose::dpop::DpopError::Nonce => Denial {
+                dpop_nonce: self.nonces.as_ref().map(|n| n.current()),
+                ..refuse("use_dpop_nonce", "dpop_nonce_required", &e.to_string())
+            },
+            e => refuse("invalid_dpop_proof", "dpop_proof_invalid", &e.to_string()),
+        })?;
         if &proved.jkt != jkt {
             return Err(refuse(
                 "invalid_token",
@@ -407,6 +437,7 @@ impl Guard {
                     missing_scope: None,
                     caller: None,
                     operation: None,
+                    dpop_nonce: None,
                 });
             }
             (false, Some((t, dpop_scheme))) => {
@@ -435,7 +466,13 @@ impl Guard {
                     headers,
                     now,
                 )
-                .await?;
+                .await
+                .map_err(|mut denial| {
+                    // Whose token was presented without its key: what a
+                    // security team needs to see of a stolen token.
+                    denial.caller = Some(Arc::clone(&verified.token));
+                    denial
+                })?;
                 Some(verified)
             }
         };
@@ -452,6 +489,7 @@ impl Guard {
             missing_scope: None,
             caller: None,
             operation: None,
+            dpop_nonce: None,
         };
         let mut extra_needed: Option<ScopeSet> = None;
         let mut level: Option<mcp::Level> = None;
@@ -544,6 +582,7 @@ impl Guard {
                     missing_scope: Some(missing),
                     caller: None,
                     operation: None,
+                    dpop_nonce: None,
                 }));
             }
             if let Some(biscuit) = &biscuit {
@@ -601,6 +640,7 @@ fn check_origin(
         missing_scope: None,
         caller: None,
         operation: None,
+        dpop_nonce: None,
     })
 }
 
@@ -628,6 +668,7 @@ fn biscuit_refusal(resource: &ProtectedResource, refusal: mandate_biscuit::Refus
                 missing_scope: None,
                 caller: None,
                 operation: None,
+                dpop_nonce: None,
             }
         }
     }
@@ -649,6 +690,7 @@ fn invalid_token(resource: &ProtectedResource, e: TokenError) -> Denial {
         missing_scope: None,
         caller: None,
         operation: None,
+        dpop_nonce: None,
     }
 }
 
@@ -667,6 +709,7 @@ fn bad_request(resource: &ProtectedResource, reason: &'static str, description: 
         missing_scope: None,
         caller: None,
         operation: None,
+        dpop_nonce: None,
     }
 }
 

@@ -242,3 +242,155 @@ async fn gateway_checks_proof_of_possession() {
         "only the two good calls reached the upstream"
     );
 }
+
+/// A bound chain stays bound: a DPoP-bound subject token is exchanged only
+/// for a token bound to the actor's own key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchanges_of_bound_tokens_stay_bound() {
+    let db = TestDb::sqlite();
+    let h = Harness::start_with(
+        &db,
+        r#"
+[[clients]]
+client_id = "exchanger"
+grant_types = ["urn:ietf:params:oauth:grant-type:token-exchange"]
+scopes = ["read"]
+resources = ["https://api.example.com"]
+secret_env = "AGENT_SECRET"
+may_act_for = ["agent-basic"]
+"#,
+        &[],
+    )
+    .await;
+    let now = h.clock.now();
+    let url = format!("{ISSUER}/token");
+    let holder = ClientKey::new(SigningAlg::EdDSA);
+    let first = token_with_proof(
+        &h,
+        "agent-basic",
+        Some(&holder.dpop_proof("POST", &url, now, None, None)),
+    )
+    .await;
+    let nonce = first.1["dpop-nonce"].to_str().unwrap().to_owned();
+    let bound = token_with_proof(
+        &h,
+        "agent-basic",
+        Some(&holder.dpop_proof("POST", &url, now, Some(&nonce), None)),
+    )
+    .await
+    .2["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let exchange = |proof: Option<String>| {
+        let (h, bound) = (&h, &bound);
+        async move {
+            let mut req = h
+                .http
+                .post(format!("{}/token", h.base))
+                .basic_auth("exchanger", Some(SECRET))
+                .form(&[
+                    (
+                        "grant_type",
+                        "urn:ietf:params:oauth:grant-type:token-exchange",
+                    ),
+                    ("subject_token", bound.as_str()),
+                    (
+                        "subject_token_type",
+                        "urn:ietf:params:oauth:token-type:access_token",
+                    ),
+                ]);
+            if let Some(p) = proof {
+                req = req.header("dpop", p);
+            }
+            into_parts(req.send().await.unwrap()).await
+        }
+    };
+    assert_oauth_error(&exchange(None).await, 400, "invalid_dpop_proof");
+    let actor = ClientKey::new(SigningAlg::ES256);
+    let (s, _, body) = exchange(Some(actor.dpop_proof(
+        "POST",
+        &url,
+        now,
+        Some(&nonce),
+        None,
+    )))
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["token_type"], "DPoP");
+    let claims = h
+        .verify_independently(body["access_token"].as_str().unwrap(), API)
+        .await;
+    assert_eq!(
+        claims["cnf"]["jkt"],
+        actor.public().thumbprint().unwrap(),
+        "bound to the actor's key"
+    );
+}
+
+/// `[gateway] dpop_nonce = true`: a proof without the server's nonce gets
+/// 401 `use_dpop_nonce` with a `DPoP-Nonce` header, and the retry passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_can_require_server_nonces() {
+    let up = crate::common::upstream::Upstream::start().await;
+    let db = TestDb::sqlite();
+    let toml: &'static str = Box::leak(
+        format!("[gateway]\ndpop_nonce = true\n[[gateway.routes]]\npath = \"/agents/pay\"\nupstream = \"{}\"\nresource = \"{API}\"\nscopes = [\"read\"]\n", up.url())
+            .into_boxed_str(),
+    );
+    let h = Harness::start_with(&db, toml, &[]).await;
+    let key = ClientKey::new(SigningAlg::EdDSA);
+    let now = h.clock.now();
+    let token_url = format!("{ISSUER}/token");
+    let first = token_with_proof(
+        &h,
+        "agent-basic",
+        Some(&key.dpop_proof("POST", &token_url, now, None, None)),
+    )
+    .await;
+    let nonce = first.1["dpop-nonce"].to_str().unwrap().to_owned();
+    let bound = token_with_proof(
+        &h,
+        "agent-basic",
+        Some(&key.dpop_proof("POST", &token_url, now, Some(&nonce), None)),
+    )
+    .await
+    .2["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let htu = format!("{ISSUER}/agents/pay/tasks/1");
+    let call = |proof: String| {
+        let (h, bound) = (&h, &bound);
+        async move {
+            h.http
+                .get(format!("{}/agents/pay/tasks/1", h.base))
+                .header("authorization", format!("DPoP {bound}"))
+                .header("dpop", proof)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let resp = call(key.dpop_proof("GET", &htu, now, None, Some(&bound))).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        challenge.starts_with("DPoP ") && challenge.contains("error=\"use_dpop_nonce\""),
+        "{challenge}"
+    );
+    let fresh = resp.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "use_dpop_nonce");
+    let resp = call(key.dpop_proof("GET", &htu, now, Some(&fresh), Some(&bound))).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = call(key.dpop_proof("GET", &htu, now, Some("made-up"), Some(&bound))).await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::UNAUTHORIZED,
+        "a nonce the server never gave"
+    );
+}
