@@ -302,6 +302,10 @@ pub struct RefreshRecord {
     pub scopes: ScopeSet,
     /// When the family began (absolute lifetime counts from here).
     pub family_started_at: UnixTime,
+    /// The DPoP key a public client's refresh tokens are bound to
+    /// (RFC 9449 §5): every refresh must prove it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
 }
 
 /// What [`crate::Store::revoke_user_access`] ended.

@@ -23,6 +23,20 @@ fn bad_grant(why: &'static str) -> Error {
     Error::InvalidGrant(why.into())
 }
 
+/// A bound refresh token needs a proof of its key (RFC 9449 §5).
+fn check_refresh_binding(record: &RefreshRecord, jkt: Option<&str>) -> Result<(), Error> {
+    match (&record.jkt, jkt) {
+        (None, _) => Ok(()),
+        (Some(bound), Some(proved)) if bound == proved => Ok(()),
+        (Some(_), None) => Err(Error::InvalidDpopProof(
+            "this refresh token is DPoP-bound: send a proof of its key".into(),
+        )),
+        (Some(_), Some(_)) => Err(Error::InvalidDpopProof(
+            "the proof is signed by another key than the refresh token is bound to".into(),
+        )),
+    }
+}
+
 impl Authority {
     // The grant's own parameters, spelled out: bundling them would only
     // rename the token request the caller already parsed.
@@ -99,6 +113,9 @@ impl Authority {
         } else {
             record.scope.clone()
         };
+        let jkt_for_refresh = jkt
+            .clone()
+            .filter(|_| client.auth_method == crate::model::ClientAuthMethod::None);
         let Issued {
             mut response,
             jti,
@@ -127,6 +144,9 @@ impl Authority {
                 resource: record.request.resource.clone(),
                 scopes: record.scope.clone(),
                 family_started_at: now,
+                // A public client has no credential of its own: its refresh
+                // tokens are bound to the key it proved (RFC 9449 §5).
+                jkt: jkt_for_refresh.clone(),
             };
             response.refresh_token = Some(self.new_refresh(&rec, now).await?);
             Some(family)
@@ -175,6 +195,9 @@ impl Authority {
             ));
         }
         if let Some(peeked) = self.store.peek_refresh(&hash, now).await? {
+            // A bound token without its key is refused before it is spent,
+            // so a thief cannot burn the holder's family.
+            check_refresh_binding(&peeked, jkt.as_deref())?;
             if peeked.client_id == client.client_id {
                 if resource.as_ref().is_some_and(|r| r != &peeked.resource) {
                     return Err(Error::InvalidTarget(
@@ -210,6 +233,7 @@ impl Authority {
         };
         event.subject = Some(record.user_id.clone());
         event.audience = Some(record.resource.to_string());
+        check_refresh_binding(&record, jkt.as_deref())?;
         if record.client_id != client.client_id {
             self.store.revoke_refresh_family(&record.family).await?;
             return Err(bad_grant("the refresh token was issued to another client"));

@@ -428,6 +428,7 @@ async fn revoking_a_users_access(db: &TestDb) {
         resource: grant.resource.clone(),
         scopes: grant.scopes.clone(),
         family_started_at: 1,
+        jkt: None,
     };
     let (a1, a2, b1) = (
         grant("a1", "alice"),

@@ -1002,3 +1002,84 @@ for_each_backend!(
     disabling_a_user_ends_sessions_and_refresh_tokens,
     disabling_a_user_ends_sessions_and_refresh_tokens
 );
+
+/// RFC 9449 §5: a public client that proves a DPoP key at the code
+/// redemption gets refresh tokens bound to that key; a refresh needs a
+/// proof of it, and a refusal does not spend the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_clients_refresh_tokens_are_bound_to_their_dpop_key() {
+    let db = TestDb::sqlite();
+    let h = start(&db).await;
+    let mut b = Browser::new(&h);
+    let login = b.get(&authorize_path(&[("scope", "read")])).await;
+    let next = b.sign_in(&login, PASSWORD).await;
+    let done = if next.status == StatusCode::OK {
+        b.approve(&next, "read").await
+    } else {
+        next
+    };
+    let code = done.query("code").unwrap();
+    let key = ClientKey::new(mandate_jose::SigningAlg::EdDSA);
+    let url = format!("{ISSUER}/token");
+    let now = mandate_types::Clock::now(h.clock.as_ref());
+    let post = |form: Vec<(&'static str, String)>, proof: Option<String>| {
+        let h = &h;
+        async move {
+            let mut req = h.http.post(format!("{}/token", h.base)).form(&form);
+            if let Some(p) = proof {
+                req = req.header("dpop", p);
+            }
+            into_parts(req.send().await.unwrap()).await
+        }
+    };
+    let redeem_form = vec![
+        ("grant_type", "authorization_code".to_owned()),
+        ("client_id", "mcp-host".to_owned()),
+        ("code", code),
+        ("redirect_uri", "http://127.0.0.1:53117/callback".to_owned()),
+        ("code_verifier", VERIFIER.to_owned()),
+    ];
+    let first = post(
+        redeem_form.clone(),
+        Some(key.dpop_proof("POST", &url, now, None, None)),
+    )
+    .await;
+    assert_oauth_error(&first, 400, "use_dpop_nonce");
+    let nonce = first.1["dpop-nonce"].to_str().unwrap().to_owned();
+    let proof = |k: &ClientKey| k.dpop_proof("POST", &url, now, Some(&nonce), None);
+    let (s, _, tokens) = post(redeem_form, Some(proof(&key))).await;
+    assert_eq!(s, StatusCode::OK, "{tokens}");
+    assert_eq!(tokens["token_type"], "DPoP");
+    let refresh_form = |t: &str| {
+        vec![("grant_type", "refresh_token"), ("client_id", "mcp-host")]
+            .into_iter()
+            .map(|(k, v)| (k, v.to_owned()))
+            .chain([("refresh_token", t.to_owned())])
+            .collect::<Vec<_>>()
+    };
+    let r1 = tokens["refresh_token"].as_str().unwrap().to_owned();
+    // Without a proof, or with another key's: refused, and r1 is not spent.
+    assert_oauth_error(
+        &post(refresh_form(&r1), None).await,
+        400,
+        "invalid_dpop_proof",
+    );
+    let thief = ClientKey::new(mandate_jose::SigningAlg::EdDSA);
+    assert_oauth_error(
+        &post(refresh_form(&r1), Some(proof(&thief))).await,
+        400,
+        "invalid_dpop_proof",
+    );
+    // With the key: a new access token and a new refresh token, both bound.
+    let (s, _, second) = post(refresh_form(&r1), Some(proof(&key))).await;
+    assert_eq!(s, StatusCode::OK, "{second}");
+    assert_eq!(second["token_type"], "DPoP");
+    let r2 = second["refresh_token"].as_str().unwrap().to_owned();
+    assert_oauth_error(
+        &post(refresh_form(&r2), None).await,
+        400,
+        "invalid_dpop_proof",
+    );
+    let (s, _, _) = post(refresh_form(&r2), Some(proof(&key))).await;
+    assert_eq!(s, StatusCode::OK);
+}
