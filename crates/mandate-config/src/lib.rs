@@ -150,6 +150,8 @@ pub struct Config {
     pub registration_grant_types: BTreeSet<GrantType>,
     /// Registrations per minute per client address.
     pub registration_rate_limit: u32,
+    /// Registered clients that never complete a flow are removed after this, seconds.
+    pub registration_unused_client_ttl: i64,
     /// Accept Client ID Metadata Documents (https URLs as client ids).
     pub client_metadata_documents: bool,
     /// Hosts whose documents may live on private addresses.
@@ -409,6 +411,11 @@ impl Config {
         };
 
         let registration_rate_limit = reg.rate_limit.unwrap_or(20);
+        let registration_unused_client_ttl = duration(
+            "registration.unused_client_ttl",
+            reg.unused_client_ttl,
+            24 * 3600,
+        )?;
         let client_metadata_documents = reg.client_metadata_documents.unwrap_or(true);
         let client_metadata_allowlist = reg.client_metadata_allowlist;
         let insecure_allow_http_client_metadata_on_loopback =
@@ -424,6 +431,7 @@ impl Config {
 
         Ok(Self {
             registration_rate_limit,
+            registration_unused_client_ttl,
             client_metadata_documents,
             client_metadata_allowlist,
             insecure_allow_http_client_metadata_on_loopback,

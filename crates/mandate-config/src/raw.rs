@@ -155,6 +155,7 @@ pub struct RawRegistration {
     pub initial_access_token_env: Option<String>,
     pub grant_types: Option<Vec<String>>,
     pub rate_limit: Option<u32>,
+    pub unused_client_ttl: Option<String>,
     pub client_metadata_documents: Option<bool>,
     #[serde(default)]
     pub client_metadata_allowlist: Vec<String>,

@@ -131,6 +131,7 @@ impl Authority {
             origin,
             registration_token: None,
             created_at: self.clock.now(),
+            activated_at: None,
         };
         self.store.put_client(&client).await?;
         let mut event = self.event("client.created", Outcome::Success);

@@ -123,6 +123,7 @@ pub fn client_from_document(url: &str, bytes: &[u8], now: i64) -> Result<Client,
         origin: ClientOrigin::Document,
         registration_token: None,
         created_at: now,
+        activated_at: None,
     })
 }
 

@@ -395,6 +395,7 @@ impl Authority {
             extras.parent_jti.as_deref().unwrap_or("-")
         ));
         self.audit.record(event).await?;
+        self.mark_activated(client).await?;
         Ok(TokenResponse {
             access_token: token,
             token_type: if extras.jkt.is_some() {

@@ -168,6 +168,10 @@ pub struct Client {
     pub registration_token: Option<SecretHash>,
     /// When it was created.
     pub created_at: UnixTime,
+    /// When it first completed a flow (got a token). A registered client
+    /// that never does is removed after `[registration] unused_client_ttl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activated_at: Option<UnixTime>,
 }
 
 impl Client {

@@ -44,6 +44,9 @@ pub struct RegistrationPolicy {
     pub initial_access_token: Option<SecretHash>,
     /// Grant types a registered client may ask for.
     pub allowed_grant_types: BTreeSet<GrantType>,
+    /// A registered client that never completes a flow is removed after
+    /// this many seconds.
+    pub unused_client_ttl: i64,
 }
 
 /// RFC 7591 §2 client metadata, as sent. Unknown members are ignored (§2).
@@ -345,6 +348,7 @@ impl Authority {
             require_dpop: false,
             origin: ClientOrigin::Registration,
             registration_token: None,
+            activated_at: existing.as_ref().and_then(|c| c.activated_at),
             created_at: existing.map_or_else(|| self.clock.now(), |c| c.created_at),
         };
         Ok((client, secret))
@@ -409,6 +413,53 @@ pub fn bearer(authorization: Option<&str>) -> Option<&str> {
     let h = authorization?;
     let (scheme, token) = h.split_once(' ')?;
     (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())
+}
+
+impl Authority {
+    /// Records a registered client's first token, which keeps it from
+    /// [`Authority::purge_unused_clients`]. One write per client, ever.
+    pub(crate) async fn mark_activated(&self, client: &Client) -> Result<(), Error> {
+        if client.origin != ClientOrigin::Registration || client.activated_at.is_some() {
+            return Ok(());
+        }
+        // Re-read: the caller's copy may be stale (cache, rotation).
+        if let Some(mut stored) = self.store.get_client(&client.client_id).await? {
+            if stored.activated_at.is_none() {
+                stored.activated_at = Some(self.clock.now());
+                self.store.put_client(&stored).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes registered clients that never completed a flow within
+    /// `unused_client_ttl` of registering (open registration invites
+    /// clutter). Returns how many were removed; each is audited.
+    pub async fn purge_unused_clients(&self) -> Result<usize, Error> {
+        let cutoff = self.clock.now() - self.settings.registration.unused_client_ttl;
+        let stale: Vec<Client> = self
+            .store
+            .list_clients()
+            .await?
+            .into_iter()
+            .filter(|c| {
+                c.origin == ClientOrigin::Registration
+                    && c.activated_at.is_none()
+                    && c.created_at < cutoff
+            })
+            .collect();
+        let mut removed = 0;
+        for client in stale {
+            if self.store.delete_client(&client.client_id).await? {
+                removed += 1;
+                let mut e = self.event("client.purged", Outcome::Success);
+                e.client_id = Some(client.client_id.to_string());
+                e.reason = Some("registered, and never completed a flow".into());
+                self.audit.record(e).await?;
+            }
+        }
+        Ok(removed)
+    }
 }
 
 #[cfg(test)]

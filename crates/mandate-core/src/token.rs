@@ -508,6 +508,7 @@ impl Authority {
             });
         }
         self.audit.record(event).await?;
+        self.mark_activated(client).await?;
         Ok(Issued {
             response: TokenResponse {
                 access_token,
@@ -579,6 +580,7 @@ mod tests {
             origin: ClientOrigin::Admin,
             registration_token: None,
             created_at: 0,
+            activated_at: None,
         }
     }
 

@@ -181,6 +181,7 @@ pub async fn start(
             mode: config.registration_mode,
             initial_access_token: config.initial_access_token.clone(),
             allowed_grant_types: config.registration_grant_types.clone(),
+            unused_client_ttl: config.registration_unused_client_ttl,
         },
     };
     let authority = Arc::new(Authority::new(
@@ -325,6 +326,9 @@ async fn housekeeping(authority: Arc<Authority>, mut stopped: watch::Receiver<bo
                 }
             }
             _ = purge.tick() => {
+                if let Err(e) = authority.purge_unused_clients().await {
+                    tracing::warn!(error = %e, "purging unused registered clients failed");
+                }
                 match authority.store().purge_expired(authority.clock().now()).await {
                     Ok(n) if n > 0 => tracing::debug!(purged = n, "purged expired replay and revocation entries"),
                     Ok(_) => {}
@@ -413,6 +417,7 @@ async fn apply_config(authority: &Authority, config: &Config) -> Result<(), Star
             require_dpop: c.require_dpop,
             origin: ClientOrigin::Config,
             registration_token: None,
+            activated_at: None,
             created_at: existing.map_or_else(|| authority.clock().now(), |e| e.created_at),
         };
         store.put_client(&client).await?;

@@ -68,6 +68,7 @@ fn full_client(id: &str) -> Client {
         origin: ClientOrigin::Registration,
         registration_token: Some(SecretHash::from_hex(&"ab".repeat(32)).unwrap()),
         created_at: 1_700_000_123,
+        activated_at: Some(1_700_000_200),
     }
 }
 
@@ -88,6 +89,7 @@ fn bare_client(id: &str) -> Client {
         origin: ClientOrigin::Admin,
         registration_token: None,
         created_at: 0,
+        activated_at: None,
     }
 }
 

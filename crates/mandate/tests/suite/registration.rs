@@ -198,3 +198,57 @@ async fn registration_is_rate_limited_per_address() {
     );
     assert_eq!(b["error"], "temporarily_unavailable");
 }
+
+/// Registered clients that never complete a flow are removed after
+/// `[registration] unused_client_ttl`; one that got a token stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_registered_clients_are_purged() {
+    let db = TestDb::sqlite();
+    let h = Harness::start_with(
+        &db,
+        "[registration]\nmode = \"initial_access_token\"\ninitial_access_token_env = \"REG_TOKEN\"\nunused_client_ttl = \"1h\"",
+        &[("REG_TOKEN", IAT)],
+    )
+    .await;
+    let meta = json!({
+        "grant_types": ["client_credentials"],
+        "scope": "read",
+        "token_endpoint_auth_method": "client_secret_post",
+    });
+    let (_, _, used) = register(&h, Some(IAT), meta.clone()).await;
+    let (_, _, unused) = register(&h, Some(IAT), meta).await;
+    let token = |reg: &Value| {
+        let (id, secret) = (
+            reg["client_id"].as_str().unwrap().to_owned(),
+            reg["client_secret"].as_str().unwrap().to_owned(),
+        );
+        let h = &h;
+        async move {
+            h.post_form(
+                "/token",
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", id.as_str()),
+                    ("client_secret", secret.as_str()),
+                    ("resource", API),
+                ],
+                None,
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(token(&used).await, StatusCode::OK);
+    // Within the lifetime nothing goes.
+    assert_eq!(h.authority().purge_unused_clients().await.unwrap(), 0);
+    h.clock.advance(2 * 3600);
+    assert_eq!(h.authority().purge_unused_clients().await.unwrap(), 1);
+    assert_eq!(token(&unused).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(token(&used).await, StatusCode::OK);
+    let purged = unused["client_id"].as_str().unwrap();
+    assert!(h
+        .audit()
+        .await
+        .iter()
+        .any(|e| e.event.kind == "client.purged" && e.event.client_id.as_deref() == Some(purged)));
+}
