@@ -194,7 +194,8 @@ pub struct AccessTokenClaims {
     pub aud: String,
     /// Expiry.
     pub exp: UnixTime,
-    /// Issued at.
+    /// Issued at (0, and absent, when unknown: a Biscuit states none).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub iat: UnixTime,
     /// Token id.
     pub jti: String,
@@ -208,6 +209,10 @@ pub struct AccessTokenClaims {
     /// RFC 9449 §6: the key the token is bound to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+}
+
+fn is_zero(t: &UnixTime) -> bool {
+    *t == 0
 }
 
 /// A `cnf` claim with the DPoP key thumbprint.

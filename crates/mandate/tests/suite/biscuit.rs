@@ -27,6 +27,9 @@ resources = ["{API}"]
 secret_env = "AGENT_SECRET"
 may_act_for = ["agent-basic"]
 
+[gateway]
+revocation_refresh = "1s"
+
 [[gateway.routes]]
 path = "/mcp/files"
 upstream = "{}"
@@ -501,4 +504,100 @@ fn cli_attenuates_and_inspects_offline() {
     // Fetching a token still needs its credentials.
     let out = Command::new(bin).args(["token"]).output().unwrap();
     assert!(!out.status.success());
+}
+
+/// A Biscuit is introspected and revoked like a JWT, by its `token_id`:
+/// revoking it stops every attenuation of it at the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn biscuits_are_introspected_and_revoked() {
+    let up = McpUpstream::start().await;
+    let db = TestDb::sqlite();
+    let h = Harness::start_with(&db, config(&up), &[]).await;
+    let (_, _, body) = biscuit_for(&h, "read write", None).await;
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let narrowed = attenuate(
+        &token,
+        &Attenuation {
+            tools: vec!["read_file".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let introspect = |t: String| {
+        let h = &h;
+        async move {
+            h.post_form(
+                "/introspect",
+                &[("token", t.as_str())],
+                Some(("tool-agent", SECRET)),
+            )
+            .await
+            .2
+        }
+    };
+    let info = introspect(token.clone()).await;
+    assert_eq!(info["active"], true, "{info}");
+    assert_eq!(info["scope"], "read write");
+    assert_eq!(info["client_id"], "tool-agent");
+    assert_eq!(info["sub"], "agent-basic");
+    assert_eq!(info["act"]["sub"], "tool-agent");
+    assert_eq!(info["token_type"], "Bearer");
+    assert!(info.get("iat").is_none(), "a Biscuit states no issue time");
+    assert_eq!(introspect(narrowed.clone()).await["active"], true);
+    let call = |t: String| {
+        let h = &h;
+        async move {
+            call(
+                h,
+                &format!("Bearer {t}"),
+                None,
+                "tools/call",
+                json!({"name": "read_file"}),
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(call(narrowed.clone()).await, StatusCode::OK);
+    // A Biscuit is not a subject token: exchanging it would drop its checks.
+    let (s, _, refused) = h
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", EXCHANGE),
+                ("subject_token", narrowed.as_str()),
+                ("subject_token_type", AT),
+            ],
+            Some(("tool-agent", SECRET)),
+        )
+        .await;
+    assert_eq!(
+        (s, refused["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+
+    let (s, _, _) = h
+        .post_form(
+            "/revoke",
+            &[("token", token.as_str())],
+            Some(("tool-agent", SECRET)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(introspect(narrowed.clone()).await["active"], false);
+    // Honoured at the gateway within revocation_refresh (1 s); bounded polling.
+    let mut refused = false;
+    for _ in 0..100 {
+        if call(narrowed.clone()).await == StatusCode::UNAUTHORIZED {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(refused, "every attenuation of a revoked Biscuit is refused");
+    assert!(h
+        .audit()
+        .await
+        .iter()
+        .any(|e| e.event.kind == "token.revoked"));
 }
