@@ -456,6 +456,22 @@ impl Authority {
         }
     }
 
+    /// Signs `claims` as a JWS of type `typ` with the key active at `now`.
+    pub(crate) fn sign_jws<T: Serialize>(
+        &self,
+        typ: &str,
+        claims: &T,
+        now: UnixTime,
+    ) -> Result<String, Error> {
+        let snapshot = self.keys.snapshot();
+        let signer = snapshot
+            .signer(now)
+            .ok_or_else(|| Error::Keys("no active signing key".into()))?;
+        signer
+            .sign(typ, claims)
+            .map_err(|e| Error::Keys(e.to_string().into()))
+    }
+
     /// Signs an access token for `subject` and audits it before returning it.
     pub(crate) async fn issue(
         &self,
@@ -485,13 +501,7 @@ impl Authority {
             act: delegation.map(|(a, _)| a),
             cnf: jkt.map(|jkt| Confirmation { jkt }),
         };
-        let snapshot = self.keys.snapshot();
-        let signer = snapshot
-            .signer(now)
-            .ok_or_else(|| Error::Keys("no active signing key".into()))?;
-        let access_token = signer
-            .sign(ACCESS_TOKEN_TYP, &claims)
-            .map_err(|e| Error::Keys(e.to_string().into()))?;
+        let access_token = self.sign_jws(ACCESS_TOKEN_TYP, &claims, now)?;
         let mut event = self.event("token.issued", Outcome::Success);
         event.client_id = Some(claims.client_id);
         event.subject = Some(claims.sub);

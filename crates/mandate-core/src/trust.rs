@@ -387,13 +387,7 @@ impl Authority {
         } else {
             ("JWT", JWT_TOKEN_TYPE)
         };
-        let snapshot = self.keys.snapshot();
-        let signer = snapshot
-            .signer(now)
-            .ok_or_else(|| Error::Keys("no active signing key".into()))?;
-        let token = signer
-            .sign(typ, &claims)
-            .map_err(|e| Error::Keys(e.to_string().into()))?;
+        let token = self.sign_jws(typ, &claims, now)?;
         let mut issued = self.event("grant.issued", Outcome::Success);
         issued.client_id = Some(client.client_id.to_string());
         issued.subject = Some(request.subject.to_owned());

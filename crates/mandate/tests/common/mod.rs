@@ -164,14 +164,23 @@ impl Harness {
         jwt_client: Arc<ClientKey>,
         clock: Arc<FixedClock>,
     ) -> Self {
-        let data_dir = tempfile::tempdir().unwrap();
         let toml = base_config(db, &jwt_client.public(), extra_toml);
+        Self::start_from_toml(&toml, extra_env, jwt_client, clock).await
+    }
+
+    async fn start_from_toml(
+        toml: &str,
+        extra_env: &'static [(&'static str, &'static str)],
+        jwt_client: Arc<ClientKey>,
+        clock: Arc<FixedClock>,
+    ) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
         let env = env_with(extra_env);
         let flags = Overrides {
             data_dir: Some(data_dir.path().display().to_string()),
             ..Overrides::default()
         };
-        let config = Config::load(Some(&toml), &flags, &env).expect("test config is valid");
+        let config = Config::load(Some(toml), &flags, &env).expect("test config is valid");
         let dyn_clock: Arc<dyn Clock> = clock.clone();
         let server = mandate_server::start(&config, dyn_clock, &env)
             .await
@@ -412,32 +421,12 @@ impl Harness {
         jwt_client: Arc<ClientKey>,
         clock: Arc<FixedClock>,
     ) -> Self {
-        let data_dir = tempfile::tempdir().unwrap();
         let toml = base_config(db, &jwt_client.public(), extra_toml).replacen(
             "[tokens]\n",
             &format!("[tokens]\n{tokens_toml}\n"),
             1,
         );
-        let env = env_with(extra_env);
-        let flags = Overrides {
-            data_dir: Some(data_dir.path().display().to_string()),
-            ..Overrides::default()
-        };
-        let config = Config::load(Some(&toml), &flags, &env).expect("test config is valid");
-        let dyn_clock: Arc<dyn Clock> = clock.clone();
-        let server = mandate_server::start(&config, dyn_clock, &env)
-            .await
-            .expect("server starts");
-        Self {
-            base: format!("http://{}", server.public_addr),
-            admin: format!("http://{}", server.admin_addr),
-            admin_token: server.admin_token.clone(),
-            server: Some(server),
-            clock,
-            http: reqwest::Client::new(),
-            jwt_client,
-            data_dir,
-        }
+        Self::start_from_toml(&toml, extra_env, jwt_client, clock).await
     }
 
     /// The audit events after `seq` (at most 10 000).
