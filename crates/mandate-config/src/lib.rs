@@ -6,6 +6,7 @@
 //! AGENT_SECRET is not set"), and start-up stops on the first one.
 
 mod gateway;
+mod login;
 mod raw;
 mod trust;
 
@@ -19,6 +20,7 @@ use mandate_jose::SigningAlg;
 use mandate_types::{ClientId, ResourceUri, Scope, ScopeSet, SecretHash};
 
 pub use gateway::{GatewayConfig, IssuerConfig, RouteConfig};
+pub use login::LoginConfig;
 pub use raw::RawConfig;
 
 /// A configuration problem, naming its key.
@@ -163,6 +165,8 @@ pub struct Config {
     /// Other trust domains: issuers whose JWTs are accepted, peers grants
     /// are issued for.
     pub trust: mandate_core::trust::Trust,
+    /// Sign-in through upstream OpenID Providers.
+    pub login: LoginConfig,
 }
 
 impl Config {
@@ -428,6 +432,7 @@ impl Config {
         }
         let gateway = gateway::gateway_config(raw.gateway, &issuer)?;
         let trust = trust::trust(raw.trust, &issuer)?;
+        let login = login::login(raw.login, env)?;
 
         Ok(Self {
             registration_rate_limit,
@@ -437,6 +442,7 @@ impl Config {
             insecure_allow_http_client_metadata_on_loopback,
             gateway,
             trust,
+            login,
             issuer,
             listen,
             admin_listen,

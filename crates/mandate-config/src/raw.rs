@@ -30,6 +30,8 @@ pub struct RawConfig {
     pub gateway: RawGateway,
     #[serde(default)]
     pub trust: crate::trust::RawTrust,
+    #[serde(default)]
+    pub login: crate::login::RawLogin,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -170,3 +170,63 @@ fn refresh_requires_offline_access_from_file_or_env() {
     let e = Config::load(None, &Overrides::default(), &env).unwrap_err();
     assert_eq!(e.key, "tokens.refresh_requires_offline_access");
 }
+
+#[test]
+fn login_oidc_providers_are_validated() {
+    let env = |k: &str| (k == "CORP_SECRET").then(|| "corp-secret".to_owned());
+    let load = |file: &str| Config::load(Some(file), &Overrides::default(), &env);
+    let good = r#"
+[[login.oidc]]
+id = "corp"
+name = "Corp SSO"
+issuer = "https://idp.corp.example"
+client_id = "mandate"
+client_secret_env = "CORP_SECRET"
+"#;
+    let c = load(good).unwrap();
+    let p = &c.login.oidc[0];
+    assert_eq!(p.id, "corp");
+    assert_eq!(p.scopes, "openid email profile");
+    assert_eq!(p.client_secret.expose(), "corp-secret");
+    assert!(!c.login.insecure_allow_http_oidc_on_loopback);
+    assert!(
+        !format!("{c:?}").contains("corp-secret"),
+        "the secret is redacted"
+    );
+
+    let bad = |from: &str, to: &str, key: &str| {
+        let e = load(&good.replace(from, to)).unwrap_err();
+        assert_eq!(e.key, key, "{e}");
+    };
+    bad("\"corp\"", "\"Corp/x\"", "login.oidc[0].id");
+    bad("name = \"Corp SSO\"\n", "", "login.oidc[0].name");
+    bad(
+        "CORP_SECRET",
+        "MISSING_SECRET",
+        "login.oidc[0].client_secret_env",
+    );
+    bad("https://idp", "http://idp", "login.oidc[0].issuer");
+    bad("client_id = \"mandate\"\n", "", "login.oidc[0].client_id");
+    bad(
+        "client_id = \"mandate\"\n",
+        "client_id = \"mandate\"\nscopes = \"email\"\n",
+        "login.oidc[0].scopes",
+    );
+    bad(
+        "client_id = \"mandate\"\n",
+        "client_id = \"mandate\"\njwks_uri = \"ftp://x\"\n",
+        "login.oidc[0].jwks_uri",
+    );
+    let twice = format!("{good}{good}");
+    assert_eq!(load(&twice).unwrap_err().key, "login.oidc[1].id");
+    // http on loopback only with the named danger setting.
+    let local = good.replace("https://idp.corp.example", "http://127.0.0.1:9999");
+    assert_eq!(load(&local).unwrap_err().key, "login.oidc[0].issuer");
+    let allowed = format!("[login]\ninsecure_allow_http_oidc_on_loopback = true\n{local}");
+    assert!(
+        load(&allowed)
+            .unwrap()
+            .login
+            .insecure_allow_http_oidc_on_loopback
+    );
+}

@@ -31,6 +31,7 @@ pub mod registration;
 pub mod store;
 pub mod token;
 pub mod trust;
+pub mod upstream_login;
 pub mod users;
 
 pub use authority::{Authority, JwksFetcher, Settings};

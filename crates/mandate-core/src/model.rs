@@ -270,6 +270,21 @@ pub struct User {
     pub locked_until: Option<UnixTime>,
     /// When it was created.
     pub created_at: UnixTime,
+    /// The upstream OpenID Provider identity this user signs in with
+    /// (`[[login.oidc]]`); such a user has no password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamLink>,
+}
+
+/// A local user's link to an identity at an upstream OpenID Provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamLink {
+    /// The provider's issuer.
+    pub issuer: String,
+    /// The provider's `sub`.
+    pub subject: String,
+    /// The configured provider id it was first seen through.
+    pub provider: String,
 }
 
 /// A user's remembered consent: this client may have these scopes on this resource.

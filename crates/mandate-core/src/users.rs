@@ -87,6 +87,7 @@ impl Authority {
             failed_logins: 0,
             locked_until: None,
             created_at: self.clock.now(),
+            upstream: None,
         };
         self.store.put_user(&user).await?;
         let mut e = self.event("user.created", Outcome::Success);
@@ -159,10 +160,13 @@ impl Authority {
         } else {
             None
         };
-        let phc = user.as_ref().map_or_else(
-            || self.dummy_password_hash().to_owned(),
-            |u| u.password_hash.clone(),
-        );
+        // A user linked to an upstream provider has no password; it costs
+        // the same check as an unknown user, and fails.
+        let phc = user
+            .as_ref()
+            .map(|u| u.password_hash.clone())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| self.dummy_password_hash().to_owned());
         let presented = password.to_owned();
         let matches = tokio::task::spawn_blocking(move || verify_password(&presented, &phc))
             .await

@@ -276,6 +276,9 @@ struct UserView {
     disabled: bool,
     locked_until: Option<i64>,
     created_at: i64,
+    /// The upstream OpenID Provider identity, for a linked user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream: Option<mandate_core::model::UpstreamLink>,
 }
 
 impl From<&mandate_core::model::User> for UserView {
@@ -286,6 +289,7 @@ impl From<&mandate_core::model::User> for UserView {
             disabled: u.disabled,
             locked_until: u.locked_until,
             created_at: u.created_at,
+            upstream: u.upstream.clone(),
         }
     }
 }

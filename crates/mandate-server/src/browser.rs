@@ -32,6 +32,11 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/authorize", get(authorize))
         .route("/login", post(login))
+        .route(
+            "/login/oidc/{id}",
+            get(oidc_begin_get).post(oidc_begin_post),
+        )
+        .route("/login/oidc/{id}/callback", get(oidc_callback))
         .route("/consent", post(consent))
         .route("/grants", get(grants))
         .route("/grants/{id}/revoke", post(revoke_grant))
@@ -152,6 +157,15 @@ async fn login_page_for(
         Some(c) => (c.name.clone(), client_host(c)),
         None => ("your connected agents".to_owned(), String::new()),
     };
+    let providers: Vec<pages::ProviderButton<'_>> = s
+        .upstream
+        .providers()
+        .iter()
+        .map(|p| pages::ProviderButton {
+            id: &p.id,
+            name: &p.name,
+        })
+        .collect();
     let page = pages::login_page(&pages::LoginPage {
         csrf: &pending.csrf,
         request: id,
@@ -159,6 +173,7 @@ async fn login_page_for(
         client_host: &host,
         username,
         error: failed,
+        providers: &providers,
     });
     html(
         if failed.is_some() {
@@ -335,6 +350,71 @@ async fn login(
     let (k, v) = set_cookie(&s, SESSION, &token, mandate_core::authorize::SESSION_TTL);
     response.headers_mut().append(k, v);
     response
+}
+
+/// The sign-in page's "Sign in with <provider>" form (or the same as a
+/// query): checked like the password form, then off to the provider.
+async fn oidc_begin_post(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    OAuthForm(form): OAuthForm,
+) -> Response {
+    oidc_begin(&s, &headers, &id, &form).await
+}
+
+async fn oidc_begin_get(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let form = FormParams::parse(query.unwrap_or_default().as_bytes()).unwrap_or_default();
+    oidc_begin(&s, &headers, &id, &form).await
+}
+
+async fn oidc_begin(s: &AppState, headers: &HeaderMap, id: &str, form: &FormParams) -> Response {
+    let (pending_id, _) = match pending_of(s, headers, form).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let binding = cookie(headers, BINDING).unwrap_or_default();
+    match s
+        .upstream
+        .begin(&s.authority, id, &pending_id, binding)
+        .await
+    {
+        Ok(url) => redirect(&url),
+        Err(e) => upstream_error(id, &e),
+    }
+}
+
+/// The provider sends the browser back here; on success this continues
+/// exactly like a password sign-in.
+async fn oidc_callback(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params = FormParams::parse(query.unwrap_or_default().as_bytes()).unwrap_or_default();
+    let binding = cookie(&headers, BINDING);
+    let done = match s.upstream.finish(&s.authority, &id, &params, binding).await {
+        Ok(done) => done,
+        Err(e) => return upstream_error(&id, &e),
+    };
+    let Ok((token, session)) = s.authority.start_session(&done.user.id).await else {
+        return unavailable();
+    };
+    let mut response = continue_with(&s, &done.pending_id, &done.pending, &session).await;
+    let (k, v) = set_cookie(&s, SESSION, &token, mandate_core::authorize::SESSION_TTL);
+    response.headers_mut().append(k, v);
+    response
+}
+
+fn upstream_error(id: &str, e: &mandate_core::upstream_login::UpstreamLoginError) -> Response {
+    let (status, title, message) = crate::errors::upstream_login_page(id, e);
+    error(status, title, message)
 }
 
 async fn consent(

@@ -7,6 +7,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use mandate_core::upstream_login::UpstreamLoginError;
 use mandate_core::Error;
 use mandate_types::OAuthErrorCode;
 use serde_json::json;
@@ -93,6 +94,56 @@ impl IntoResponse for ApiError {
         response.extensions_mut().insert(code);
         response
     }
+}
+
+/// How a failed upstream sign-in (`[[login.oidc]]`) is shown: status, title
+/// and message of the error page. The page says little (never the
+/// provider's words or a token); the cause is logged here and audited by
+/// the core. No catch-all arm, like [`classify`].
+pub fn upstream_login_page(
+    provider: &str,
+    e: &UpstreamLoginError,
+) -> (StatusCode, &'static str, &'static str) {
+    use UpstreamLoginError as E;
+    const FAILED: &str = "Sign-in failed";
+    const AGAIN: &str = "start again from the application that sent you here";
+    let shown = match e {
+        E::UnknownProvider => (
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "no such sign-in provider",
+        ),
+        E::UnknownState | E::StateMismatch | E::PendingGone => {
+            (StatusCode::BAD_REQUEST, "This page has expired", AGAIN)
+        }
+        E::ProviderRefused(_) => (
+            StatusCode::FORBIDDEN,
+            FAILED,
+            "the sign-in provider did not sign you in",
+        ),
+        E::MissingCode | E::IdToken(_) => (
+            StatusCode::BAD_REQUEST,
+            FAILED,
+            "the sign-in provider's answer could not be accepted",
+        ),
+        E::UserDisabled => (StatusCode::FORBIDDEN, FAILED, "this account is disabled"),
+        E::Metadata(_) | E::TokenEndpoint(_) | E::Keys(_) => (
+            StatusCode::BAD_GATEWAY,
+            FAILED,
+            "the sign-in provider could not be reached; try again later",
+        ),
+        E::NoUsername | E::Internal(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Try again later",
+            "the server could not complete this step",
+        ),
+    };
+    if shown.0.is_server_error() {
+        tracing::error!(provider, error = %e, "upstream sign-in failed");
+    } else {
+        tracing::info!(provider, error = %e, "upstream sign-in refused");
+    }
+    shown
 }
 
 /// `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1).

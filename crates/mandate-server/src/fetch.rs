@@ -175,33 +175,13 @@ impl mandate_core::documents::ClientDocuments for HttpClientDocuments {
             }
         }
         let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
-        let host = parsed.host_str().ok_or("no host")?.to_owned();
-        let port = parsed.port_or_known_default().ok_or("no port")?;
-        let lookup = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let addrs: Vec<std::net::SocketAddr> = tokio::time::timeout(
-            Duration::from_secs(3),
-            tokio::net::lookup_host((lookup.as_str(), port)),
-        )
-        .await
-        .map_err(|_| "name resolution timed out".to_owned())?
-        .map_err(|e| e.to_string())?
-        .collect();
-        let allowed_private = self.allowlist.iter().any(|h| h == &host)
-            || (self.insecure_http_loopback && addrs.iter().all(|a| a.ip().is_loopback()));
-        let addr = addrs
-            .into_iter()
-            .find(|a| allowed_private || is_public(a.ip()))
-            .ok_or_else(|| format!("{host} resolves to no public address"))?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(3))
-            .redirect(reqwest::redirect::Policy::none())
-            .resolve(&lookup, addr)
-            .build()
-            .map_err(|e| e.to_string())?;
-        let mut resp = http
+        let (allowlist, insecure) = (&self.allowlist, self.insecure_http_loopback);
+        let private_ok = |host: &str, addrs: &[std::net::SocketAddr]| {
+            allowlist.iter().any(|h| h == host)
+                || (insecure && addrs.iter().all(|a| a.ip().is_loopback()))
+        };
+        let http = pinned_client(&parsed, &private_ok, Duration::from_secs(3)).await?;
+        let resp = http
             .get(url)
             .header("accept", "application/json")
             .send()
@@ -214,13 +194,7 @@ impl mandate_core::documents::ClientDocuments for HttpClientDocuments {
             return Err(format!("answered {}", resp.status()));
         }
         let keep_for = max_age(resp.headers());
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
-            if body.len() + chunk.len() > MAX_CLIENT_DOCUMENT {
-                return Err(format!("larger than {MAX_CLIENT_DOCUMENT} bytes"));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_limited(resp, MAX_CLIENT_DOCUMENT).await?;
         if let (Some(d), Ok(mut cache)) = (keep_for, self.cache.lock()) {
             if cache.len() >= MAX_CACHED {
                 cache.clear();
@@ -228,6 +202,143 @@ impl mandate_core::documents::ClientDocuments for HttpClientDocuments {
             cache.insert(url.to_owned(), (Instant::now() + d, body.clone()));
         }
         Ok(body)
+    }
+}
+
+/// An HTTP client pinned to one checked address of `url`'s host: a public
+/// one, or any when `private_ok(host, addresses)` says so. Pinning means
+/// the connection goes to the address that was checked (no DNS
+/// rebinding). No redirects; `timeout` for the whole request.
+async fn pinned_client(
+    url: &url::Url,
+    private_ok: &(dyn Fn(&str, &[std::net::SocketAddr]) -> bool + Sync),
+    timeout: Duration,
+) -> Result<reqwest::Client, String> {
+    let host = url.host_str().ok_or("no host")?.to_owned();
+    let port = url.port_or_known_default().ok_or("no port")?;
+    let lookup = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let addrs: Vec<std::net::SocketAddr> = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::net::lookup_host((lookup.as_str(), port)),
+    )
+    .await
+    .map_err(|_| "name resolution timed out".to_owned())?
+    .map_err(|e| e.to_string())?
+    .collect();
+    let allowed_private = private_ok(&host, &addrs);
+    let addr = addrs
+        .into_iter()
+        .find(|a| allowed_private || is_public(a.ip()))
+        .ok_or_else(|| format!("{host} resolves to no public address"))?;
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("mandate")
+        .resolve(&lookup, addr)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// The body, refused past `max` bytes.
+async fn read_limited(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > max {
+            return Err(format!("larger than {max} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Largest discovery document, JWK Set or token response from an upstream
+/// OpenID Provider.
+const MAX_OIDC_DOCUMENT: usize = 64 * 1024;
+
+/// Upstream OpenID Provider fetches (discovery, JWK Set, token endpoint)
+/// with the same guards as client metadata documents: https only (http on
+/// loopback only with `login.insecure_allow_http_oidc_on_loopback`), the
+/// address checked after resolution and pinned, no redirects, 64 KB at
+/// most, a 5-second timeout. Private addresses are allowed only for the
+/// hosts named in the configuration (issuer and endpoint overrides); hosts
+/// learnt from discovery must be public. Nothing is logged here: bodies
+/// hold codes and tokens.
+pub struct HttpOidcFetcher {
+    insecure_http_loopback: bool,
+    configured_hosts: Vec<String>,
+}
+
+impl HttpOidcFetcher {
+    /// A fetcher for the providers whose configured URLs are `urls`.
+    pub fn new<'a>(urls: impl IntoIterator<Item = &'a str>, insecure_http_loopback: bool) -> Self {
+        let configured_hosts = urls
+            .into_iter()
+            .filter_map(|u| url::Url::parse(u).ok())
+            .filter_map(|u| u.host_str().map(str::to_owned))
+            .collect();
+        Self {
+            insecure_http_loopback,
+            configured_hosts,
+        }
+    }
+
+    async fn client(&self, raw: &str) -> Result<reqwest::Client, String> {
+        let url = url::Url::parse(raw).map_err(|e| e.to_string())?;
+        let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+        match url.scheme() {
+            "https" => {}
+            "http" if self.insecure_http_loopback && loopback => {}
+            _ => return Err("only https URLs are fetched".into()),
+        }
+        let insecure = self.insecure_http_loopback;
+        let hosts = &self.configured_hosts;
+        let private_ok = |host: &str, addrs: &[std::net::SocketAddr]| {
+            hosts.iter().any(|h| h == host)
+                || (insecure && addrs.iter().all(|a| a.ip().is_loopback()))
+        };
+        pinned_client(&url, &private_ok, Duration::from_secs(5)).await
+    }
+}
+
+#[async_trait]
+impl mandate_core::upstream_login::OidcFetcher for HttpOidcFetcher {
+    async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
+        let resp = self
+            .client(url)
+            .await?
+            .get(url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("answered {}", resp.status()));
+        }
+        read_limited(resp, MAX_OIDC_DOCUMENT).await
+    }
+
+    async fn post_form(
+        &self,
+        url: &str,
+        authorization: &mandate_types::ClientSecret,
+        body: &str,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let resp = self
+            .client(url)
+            .await?
+            .post(url)
+            .header("accept", "application/json")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", authorization.expose())
+            .body(body.to_owned())
+            .send()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        let status = resp.status().as_u16();
+        Ok((status, read_limited(resp, MAX_OIDC_DOCUMENT).await?))
     }
 }
 

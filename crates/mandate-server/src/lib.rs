@@ -232,6 +232,7 @@ pub async fn start(
             config.registration_rate_limit,
         )),
         gateway,
+        upstream: Arc::new(upstream_logins(config)),
     };
     // The request timeout covers the server's own routes, not the gateway's
     // fallback, whose routes have their own upstream timeouts.
@@ -274,6 +275,26 @@ pub async fn start(
         audit_writer,
         store,
     })
+}
+
+/// The `[[login.oidc]]` providers with their HTTP fetcher.
+fn upstream_logins(config: &Config) -> mandate_core::upstream_login::UpstreamLogins {
+    let login = &config.login;
+    if login.insecure_allow_http_oidc_on_loopback {
+        tracing::warn!("DANGER: upstream OpenID Providers over http on loopback are accepted (login.insecure_allow_http_oidc_on_loopback)");
+    }
+    let urls = login.oidc.iter().flat_map(|p| {
+        [
+            Some(p.issuer.as_str()),
+            p.authorization_endpoint.as_deref(),
+            p.token_endpoint.as_deref(),
+            p.jwks_uri.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+    });
+    let fetcher = fetch::HttpOidcFetcher::new(urls, login.insecure_allow_http_oidc_on_loopback);
+    mandate_core::upstream_login::UpstreamLogins::new(login.oidc.clone(), Arc::new(fetcher))
 }
 
 fn with_common_layers(router: Router<AppState>, state: &AppState, max_body: usize) -> Router {

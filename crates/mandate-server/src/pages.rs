@@ -199,10 +199,22 @@ pub struct LoginPage<'a> {
     pub username: &'a str,
     /// Why the previous attempt failed, if it did.
     pub error: Option<&'a str>,
+    /// Upstream OpenID Providers offered as buttons below the form.
+    pub providers: &'a [ProviderButton<'a>],
+}
+
+/// A "Sign in with ..." button for an upstream OpenID Provider.
+#[derive(Debug, Clone, Copy)]
+pub struct ProviderButton<'a> {
+    /// The provider id (`[a-z0-9-]`, checked at start), used in the action.
+    pub id: &'a str,
+    /// The button label's provider name.
+    pub name: &'a str,
 }
 
 /// Renders the sign-in form (`POST /login` with `csrf`, `request`, `username`
-/// and `password`).
+/// and `password`), then one form per upstream provider (`POST
+/// /login/oidc/<id>` with `csrf` and `request`).
 pub fn login_page(p: &LoginPage<'_>) -> String {
     let mut body = String::new();
     body.push_str("<main>\n<div class=\"card\">\n<h1>Sign in</h1>\n");
@@ -250,7 +262,23 @@ pub fn login_page(p: &LoginPage<'_>) -> String {
          <button type=\"submit\" class=\"primary\">Sign in</button>\n",
         escape(p.username)
     ));
-    body.push_str("</form>\n</div>\n</main>\n");
+    body.push_str("</form>\n");
+    if !p.providers.is_empty() {
+        body.push_str("<p class=\"muted\">Or sign in with your organisation:</p>\n");
+    }
+    for provider in p.providers {
+        body.push_str(&format!(
+            "<form method=\"post\" action=\"/login/oidc/{}\">\n",
+            escape(provider.id)
+        ));
+        body.push_str(&hidden("csrf", p.csrf));
+        body.push_str(&hidden("request", p.request));
+        body.push_str(&format!(
+            "<button type=\"submit\" class=\"secondary\">Sign in with {}</button>\n</form>\n",
+            escape(provider.name)
+        ));
+    }
+    body.push_str("</div>\n</main>\n");
 
     document("Sign in", &body)
 }
@@ -608,7 +636,42 @@ mod tests {
             client_host: "bot.example",
             username: "alice",
             error,
+            providers: &[],
         })
+    }
+
+    fn sample_login_with_providers() -> String {
+        login_page(&LoginPage {
+            csrf: "csrf-token",
+            request: "req-1",
+            client_name: "Helper Bot",
+            client_host: "bot.example",
+            username: "",
+            error: None,
+            providers: &[
+                ProviderButton {
+                    id: "corp",
+                    name: "Corp SSO",
+                },
+                ProviderButton {
+                    id: "google",
+                    name: "<Google>",
+                },
+            ],
+        })
+    }
+
+    #[test]
+    fn login_offers_one_form_per_provider() {
+        let html = sample_login_with_providers();
+        let all = forms(&html);
+        assert_eq!(all.len(), 3);
+        assert!(all[1].starts_with("<form method=\"post\" action=\"/login/oidc/corp\">"));
+        assert!(all[1].contains(">Sign in with Corp SSO</button>"));
+        assert!(all[2].contains(">Sign in with &lt;Google&gt;</button>"));
+        for form in &all[1..] {
+            assert!(form.contains("<input type=\"hidden\" name=\"request\" value=\"req-1\">"));
+        }
     }
 
     fn sample_consent(client_host: &str) -> String {
@@ -655,6 +718,7 @@ mod tests {
     fn all_samples() -> Vec<(&'static str, String)> {
         vec![
             ("login", sample_login(None)),
+            ("login with providers", sample_login_with_providers()),
             (
                 "login with error",
                 sample_login(Some("Wrong username or password")),
@@ -700,6 +764,7 @@ mod tests {
             client_host: &host,
             username: &user,
             error: Some(&error),
+            providers: &[],
         });
         for field in [
             "csrf",
@@ -817,6 +882,7 @@ mod tests {
             client_host: "h",
             username: "u\" onmouseover=\"steal()",
             error: None,
+            providers: &[],
         });
         assert!(html.contains("value=\"x&quot; autofocus onfocus=&quot;steal()\""));
         assert!(html.contains("value=\"r&#39; onclick=&#39;steal()\""));

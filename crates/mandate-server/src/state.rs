@@ -26,6 +26,8 @@ pub struct AppState {
     pub registration_limiter: Arc<mandate_gateway::card::RateLimiter>,
     /// The gateway, when routes are configured.
     pub gateway: Option<Arc<mandate_gateway::Gateway>>,
+    /// Sign-in through upstream OpenID Providers (`[[login.oidc]]`).
+    pub upstream: Arc<mandate_core::upstream_login::UpstreamLogins>,
 }
 
 impl FromRef<AppState> for Arc<Metrics> {

@@ -16,3 +16,4 @@ mod registration;
 mod replicas;
 mod token;
 mod trust;
+mod upstream_login;
