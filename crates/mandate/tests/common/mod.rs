@@ -2,6 +2,7 @@
 //! HTTP helpers that return status, headers and JSON.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod browser;
 pub mod mcp_upstream;
 pub mod upstream;
 

@@ -3,8 +3,6 @@
 //! refresh rotation and reuse detection, remembered consent, the connected
 //! agents page, and the negative cases.
 
-use std::collections::HashMap;
-
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use mandate_testkit::{for_each_backend, TestDb};
@@ -12,6 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sha2::Digest as _;
 
+use crate::common::browser::Browser;
 use crate::common::*;
 
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
@@ -27,117 +26,6 @@ scopes = ["read", "write"]
 token_endpoint_auth_method = "none"
 redirect_uris = ["http://127.0.0.1/callback"]
 "#;
-
-/// A browser: follows nothing, keeps cookies.
-struct Browser<'h> {
-    h: &'h Harness,
-    http: reqwest::Client,
-    cookies: HashMap<String, String>,
-}
-
-struct Page {
-    status: StatusCode,
-    location: Option<String>,
-    body: String,
-}
-
-impl Page {
-    fn hidden(&self, name: &str) -> String {
-        let marker = format!("name=\"{name}\" value=\"");
-        let start = self
-            .body
-            .find(&marker)
-            .unwrap_or_else(|| panic!("no {name} in {}", self.body))
-            + marker.len();
-        let end = self.body[start..].find('"').unwrap();
-        self.body[start..start + end].to_owned()
-    }
-
-    fn query(&self, key: &str) -> Option<String> {
-        let url = url::Url::parse(self.location.as_deref()?).ok()?;
-        url.query_pairs()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.into_owned())
-    }
-}
-
-impl<'h> Browser<'h> {
-    fn new(h: &'h Harness) -> Self {
-        Self {
-            h,
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            cookies: HashMap::new(),
-        }
-    }
-
-    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
-        let cookie: Vec<String> = self
-            .cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let resp = req
-            .header("cookie", cookie.join("; "))
-            .send()
-            .await
-            .unwrap();
-        for c in resp.headers().get_all("set-cookie") {
-            let c = c.to_str().unwrap();
-            assert!(c.contains("HttpOnly") && c.contains("SameSite=Lax"), "{c}");
-            let (k, rest) = c.split_once('=').unwrap();
-            let v = rest.split(';').next().unwrap();
-            self.cookies.insert(k.to_owned(), v.to_owned());
-        }
-        Page {
-            status: resp.status(),
-            location: resp
-                .headers()
-                .get("location")
-                .map(|v| v.to_str().unwrap().to_owned()),
-            body: resp.text().await.unwrap(),
-        }
-    }
-
-    async fn get(&mut self, path: &str) -> Page {
-        let req = self.http.get(format!("{}{path}", self.h.base));
-        self.send(req).await
-    }
-
-    /// Submits the sign-in form of `page` as alice.
-    async fn sign_in(&mut self, page: &Page, password: &str) -> Page {
-        let form = [
-            ("csrf", page.hidden("csrf")),
-            ("request", page.hidden("request")),
-            ("username", "alice".to_owned()),
-            ("password", password.to_owned()),
-        ];
-        let req = self.http.post(format!("{}/login", self.h.base)).form(&form);
-        self.send(req).await
-    }
-
-    /// Approves the consent form of `page` with `scope` left checked.
-    async fn approve(&mut self, page: &Page, scope: &str) -> Page {
-        let form = [
-            ("csrf", page.hidden("csrf")),
-            ("request", page.hidden("request")),
-            ("scope", scope.to_owned()),
-            ("decision", "approve".to_owned()),
-        ];
-        let req = self
-            .http
-            .post(format!("{}/consent", self.h.base))
-            .form(&form);
-        self.send(req).await
-    }
-
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
-        let req = self.http.post(format!("{}{path}", self.h.base)).form(form);
-        self.send(req).await
-    }
-}
 
 fn authorize_path(extra: &[(&str, &str)]) -> String {
     let mut params = vec![
