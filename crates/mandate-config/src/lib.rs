@@ -610,6 +610,12 @@ fn client_config(
             "keys are given but the method is not private_key_jwt",
         ));
     }
+    // The same rules as the admin API and registration: https or loopback,
+    // no fragment.
+    for (j, uri) in c.redirect_uris.iter().enumerate() {
+        mandate_core::registration::check_redirect_uri(uri)
+            .map_err(|e| err(key(&format!("redirect_uris[{j}]")), e.to_string()))?;
+    }
     Ok(ClientConfig {
         name: c.name.unwrap_or_else(|| client_id.to_string()),
         client_id,

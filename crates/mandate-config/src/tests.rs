@@ -73,6 +73,10 @@ fn impossible_combinations_are_refused() {
         ("[registration]\nmode = \"initial_access_token\"", "registration.initial_access_token_env"),
         ("issuer = \"https://a.example/?x=1\"", "issuer"),
         ("listen = \"nowhere\"", "listen"),
+        ("[[clients]]\nclient_id = \"a\"\ngrant_types = [\"authorization_code\"]\ntoken_endpoint_auth_method = \"none\"\nredirect_uris = [\"http://app.example/cb\"]", "clients[0].redirect_uris[0]"),
+        ("[[clients]]\nclient_id = \"a\"\ngrant_types = [\"authorization_code\"]\ntoken_endpoint_auth_method = \"none\"\nredirect_uris = [\"https://app.example/cb#x\"]", "clients[0].redirect_uris[0]"),
+        ("[[trust.issuers]]\nissuer = \"https://idp.example\"", "trust.issuers[0].jwks_uri"),
+        ("[[trust.peers]]\nissuer = \"http://127.0.0.1:8080\"", "trust.peers[0].issuer"),
     ];
     for (file, key) in cases {
         let e = Config::load(Some(file), &Overrides::default(), &no_env).unwrap_err();
