@@ -176,7 +176,11 @@ def assert_refused_by_check(mandate_bz, upstream: McpUpstream, token: str, tool:
     assert challenge["error_description"] == named.replace('"', "'")
     assert resp.json() == {"error": "insufficient_scope", "error_description": named}
     assert len(upstream.tool_calls()) == calls_before, "a refused call never reaches the upstream"
-    denied = mandate_bz.audit_until(lambda e: e["seq"] > seq_before and e["kind"] == "gateway.denied")
+    # Gateway decisions are audited asynchronously: an earlier test's denial can
+    # land after seq_before, so wait for this refusal's own event.
+    denied = mandate_bz.audit_until(
+        lambda e: e["seq"] > seq_before and e["kind"] == "gateway.denied"
+        and f"biscuit_check_failed: {named} " in (e["reason"] or ""))
     assert denied["outcome"] == "failure"
     assert f"reason=biscuit_check_failed: {named} " in denied["reason"], denied
     assert f"route={ROUTE} " in denied["reason"] and "status=403" in denied["reason"], denied
