@@ -247,10 +247,17 @@ async fn gateway_runs_every_block_and_names_the_failed_check() {
                     .is_some_and(|r| r.contains("biscuit_check_failed") && r.contains("tool"))
         })
         .await;
+    // Decisions are audited asynchronously: pick this refusal's own event.
     let denied = events
         .iter()
         .rev()
-        .find(|e| e.event.kind == "gateway.denied")
+        .find(|e| {
+            e.event.kind == "gateway.denied"
+                && e.event
+                    .reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("biscuit_check_failed"))
+        })
         .unwrap();
     assert!(
         denied
