@@ -35,6 +35,28 @@ async fn token_with_proof(
     into_parts(req.send().await.unwrap()).await
 }
 
+/// A DPoP-bound token for agent-basic, bound to `key`: the first proof earns
+/// the server's nonce, the second carries it. Returns (nonce, token).
+async fn bound_token(h: &Harness, key: &ClientKey) -> (String, String) {
+    let url = format!("{ISSUER}/token");
+    let now = h.clock.now();
+    let first = token_with_proof(
+        h,
+        "agent-basic",
+        Some(&key.dpop_proof("POST", &url, now, None, None)),
+    )
+    .await;
+    let nonce = first.1["dpop-nonce"].to_str().unwrap().to_owned();
+    let (s, _, body) = token_with_proof(
+        h,
+        "agent-basic",
+        Some(&key.dpop_proof("POST", &url, now, Some(&nonce), None)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    (nonce, body["access_token"].as_str().unwrap().to_owned())
+}
+
 async fn binding_nonces_and_replay(db: &TestDb) {
     let h = Harness::start_with(db, DPOP_CLIENT, &[]).await;
     let key = ClientKey::new(SigningAlg::ES256);
@@ -142,27 +164,7 @@ async fn gateway_checks_proof_of_possession() {
     let h = Harness::start_with(&db, toml, &[("MANDATE_UNUSED", "")]).await;
     let key = ClientKey::new(SigningAlg::EdDSA);
     let now = h.clock.now();
-    let token_url = format!("{ISSUER}/token");
-    let nonce = token_with_proof(
-        &h,
-        "agent-basic",
-        Some(&key.dpop_proof("POST", &token_url, now, None, None)),
-    )
-    .await
-    .1["dpop-nonce"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let bound = token_with_proof(
-        &h,
-        "agent-basic",
-        Some(&key.dpop_proof("POST", &token_url, now, Some(&nonce), None)),
-    )
-    .await
-    .2["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, bound) = bound_token(&h, &key).await;
     let path = "/agents/pay/tasks/1";
     let htu = format!("{ISSUER}{path}");
     let call = |scheme: &'static str, token: String, proof: Option<String>| {
@@ -265,23 +267,7 @@ may_act_for = ["agent-basic"]
     let now = h.clock.now();
     let url = format!("{ISSUER}/token");
     let holder = ClientKey::new(SigningAlg::EdDSA);
-    let first = token_with_proof(
-        &h,
-        "agent-basic",
-        Some(&holder.dpop_proof("POST", &url, now, None, None)),
-    )
-    .await;
-    let nonce = first.1["dpop-nonce"].to_str().unwrap().to_owned();
-    let bound = token_with_proof(
-        &h,
-        "agent-basic",
-        Some(&holder.dpop_proof("POST", &url, now, Some(&nonce), None)),
-    )
-    .await
-    .2["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (nonce, bound) = bound_token(&h, &holder).await;
     let exchange = |proof: Option<String>| {
         let (h, bound) = (&h, &bound);
         async move {
@@ -341,24 +327,7 @@ async fn gateway_can_require_server_nonces() {
     let h = Harness::start_with(&db, toml, &[]).await;
     let key = ClientKey::new(SigningAlg::EdDSA);
     let now = h.clock.now();
-    let token_url = format!("{ISSUER}/token");
-    let first = token_with_proof(
-        &h,
-        "agent-basic",
-        Some(&key.dpop_proof("POST", &token_url, now, None, None)),
-    )
-    .await;
-    let nonce = first.1["dpop-nonce"].to_str().unwrap().to_owned();
-    let bound = token_with_proof(
-        &h,
-        "agent-basic",
-        Some(&key.dpop_proof("POST", &token_url, now, Some(&nonce), None)),
-    )
-    .await
-    .2["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, bound) = bound_token(&h, &key).await;
     let htu = format!("{ISSUER}/agents/pay/tasks/1");
     let call = |proof: String| {
         let (h, bound) = (&h, &bound);
