@@ -259,7 +259,8 @@ async fn reuse_of_a_rotated_refresh_token_revokes_the_family() {
     assert_oauth_error(&refresh(&r2).await, 400, "invalid_grant");
 }
 
-async fn authorize_and_redeem(h: &Harness, b: &mut Browser<'_>, scope: &'static str) -> Value {
+/// Signs alice in for `scope` (approving consent when asked) and returns the code.
+async fn authorize(b: &mut Browser<'_>, scope: &'static str) -> String {
     let login = b.get(&authorize_path(&[("scope", scope)])).await;
     let next = b.sign_in(&login, PASSWORD).await;
     let done = if next.status == StatusCode::OK {
@@ -267,7 +268,11 @@ async fn authorize_and_redeem(h: &Harness, b: &mut Browser<'_>, scope: &'static 
     } else {
         next
     };
-    let code = done.query("code").unwrap();
+    done.query("code").unwrap()
+}
+
+async fn authorize_and_redeem(h: &Harness, b: &mut Browser<'_>, scope: &'static str) -> Value {
+    let code = authorize(b, scope).await;
     let (s, _, tokens) = redeem(h, &code, VERIFIER).await;
     assert_eq!(s, StatusCode::OK, "{tokens}");
     tokens
@@ -899,14 +904,7 @@ async fn public_clients_refresh_tokens_are_bound_to_their_dpop_key() {
     let db = TestDb::sqlite();
     let h = start(&db).await;
     let mut b = Browser::new(&h);
-    let login = b.get(&authorize_path(&[("scope", "read")])).await;
-    let next = b.sign_in(&login, PASSWORD).await;
-    let done = if next.status == StatusCode::OK {
-        b.approve(&next, "read").await
-    } else {
-        next
-    };
-    let code = done.query("code").unwrap();
+    let code = authorize(&mut b, "read").await;
     let key = ClientKey::new(mandate_jose::SigningAlg::EdDSA);
     let url = format!("{ISSUER}/token");
     let now = mandate_types::Clock::now(h.clock.as_ref());
