@@ -10,7 +10,7 @@ use crate::model::{
 };
 
 /// A storage failure. Never shown to a client beyond `server_error`.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database failed or could not be reached.
     #[error("database error: {0}")]

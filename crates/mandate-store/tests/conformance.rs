@@ -544,7 +544,7 @@ async fn upgrading_gives_existing_sessions_an_owner(db: &TestDb) {
     store.close().await;
     let mut conn = raw_connection(db).await;
     for sql in [
-        "DELETE FROM mandate_migrations WHERE version = 4",
+        "DELETE FROM mandate_migrations WHERE version >= 4",
         "DROP INDEX ephemeral_owner",
         "ALTER TABLE ephemeral DROP COLUMN owner",
         "INSERT INTO ephemeral (namespace, key, doc, expires_at) VALUES \

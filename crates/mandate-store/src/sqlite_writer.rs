@@ -1,0 +1,267 @@
+//! The SQLite hot-path writer: one thread that owns one connection and does
+//! the two writes that every token and every gateway decision makes, audit
+//! appends and single-use values.
+//!
+//! Why a thread of its own instead of the sqlx pool: SQLite has one write
+//! lock per database. Through the pool, each statement of an audit batch is a
+//! hand-off to a connection's worker thread and back (five per commit), and a
+//! writer on another pooled connection that finds the lock taken sleeps in
+//! SQLite's busy handler (1 ms and more) instead of queueing. Here the writes
+//! queue in a channel, run back to back with cached statements, and share
+//! commits: everything that arrived while the previous commit ran goes into
+//! the next one.
+//!
+//! Two kinds of commit:
+//! - audit events commit with `synchronous=FULL`: a token is answered only
+//!   once its event is on disk;
+//! - single-use values (DPoP proof ids, assertion `jti`s) commit with
+//!   `synchronous=NORMAL`: at once visible to every connection and every
+//!   replica on the file, kept if the process crashes, and lost only if the
+//!   machine loses power before the next full commit, which at most lets a
+//!   proof from the last moments before the outage be replayed within its
+//!   short lifetime. They commit first, so a proof check never waits for an
+//!   audit batch's fsync it does not need.
+
+use std::path::Path;
+use std::sync::mpsc;
+
+use mandate_audit::{Event, NewEvent};
+use mandate_core::StoreError;
+use rusqlite::{params, Connection, TransactionBehavior};
+use tokio::sync::oneshot;
+
+/// Most jobs taken into one round of commits.
+const MAX_JOBS_PER_ROUND: usize = 4096;
+
+enum Job {
+    Audit {
+        events: Vec<NewEvent>,
+        reply: oneshot::Sender<Result<Vec<Event>, StoreError>>,
+    },
+    UseOnce {
+        namespace: String,
+        value: String,
+        expires_at: i64,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// Finish what is queued before this, then close the connection.
+    Stop,
+}
+
+/// Handle to the writer thread; the thread ends when the last handle is
+/// dropped, after finishing the jobs it holds.
+#[derive(Debug)]
+pub(crate) struct SqliteWriter {
+    jobs: mpsc::Sender<Job>,
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+fn gone() -> StoreError {
+    StoreError::Database("the SQLite writer has stopped".into())
+}
+
+impl SqliteWriter {
+    /// Opens `path` (which the pool has already created and migrated) and
+    /// starts the thread.
+    pub(crate) fn start(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(db)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
+             PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
+        )
+        .map_err(db)?;
+        let (jobs, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("mandate-sqlite-writer".into())
+            .spawn(move || run(&conn, &rx))
+            .map_err(|e| StoreError::Database(format!("starting the SQLite writer: {e}")))?;
+        Ok(Self { jobs })
+    }
+
+    /// Chains `events` after the trail's head and commits them durably.
+    pub(crate) async fn append_audit(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Event>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Audit { events, reply })
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// Stops the thread once the jobs queued before this call are done;
+    /// later jobs fail.
+    pub(crate) fn stop(&self) {
+        let _ = self.jobs.send(Job::Stop);
+    }
+
+    /// Records `value` in `namespace`; `true` if it was not there yet.
+    pub(crate) async fn use_once(
+        &self,
+        namespace: &str,
+        value: &str,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::UseOnce {
+                namespace: namespace.to_owned(),
+                value: value.to_owned(),
+                expires_at,
+                reply,
+            })
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+fn run(conn: &Connection, rx: &mpsc::Receiver<Job>) {
+    let mut uses = Vec::new();
+    let mut audits = Vec::new();
+    let mut stopping = false;
+    while let Ok(first) = rx.recv() {
+        let mut taken = 0;
+        for job in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            match job {
+                Job::UseOnce {
+                    namespace,
+                    value,
+                    expires_at,
+                    reply,
+                } => uses.push(((namespace, value, expires_at), reply)),
+                Job::Audit { events, reply } => audits.push((events, reply)),
+                Job::Stop => stopping = true,
+            }
+            taken += 1;
+            if stopping || taken == MAX_JOBS_PER_ROUND {
+                break;
+            }
+        }
+        if !uses.is_empty() {
+            let values: Vec<_> = uses.iter().map(|(v, _)| v).collect();
+            match commit_uses(conn, &values) {
+                Ok(firsts) => {
+                    for ((_, reply), first) in uses.drain(..).zip(firsts) {
+                        let _ = reply.send(Ok(first));
+                    }
+                }
+                Err(e) => {
+                    for (_, reply) in uses.drain(..) {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        if !audits.is_empty() {
+            let batches: Vec<_> = audits.iter_mut().map(|(e, _)| std::mem::take(e)).collect();
+            match commit_audit(conn, batches) {
+                Ok(chained) => {
+                    for ((_, reply), events) in audits.drain(..).zip(chained) {
+                        let _ = reply.send(Ok(events));
+                    }
+                }
+                Err(e) => {
+                    for (_, reply) in audits.drain(..) {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// One `synchronous=NORMAL` transaction inserting every value; for each,
+/// whether it was new.
+fn commit_uses(
+    conn: &Connection,
+    values: &[&(String, String, i64)],
+) -> Result<Vec<bool>, StoreError> {
+    conn.execute_batch("PRAGMA synchronous=NORMAL")
+        .map_err(db)?;
+    let done = (|| {
+        let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+        let mut firsts = Vec::with_capacity(values.len());
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO used_values (namespace, value, expires_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (namespace, value) DO NOTHING",
+            )?;
+            for (namespace, value, expires_at) in values {
+                firsts.push(insert.execute(params![namespace, value, expires_at])? == 1);
+            }
+        }
+        tx.commit()?;
+        Ok(firsts)
+    })()
+    .map_err(db);
+    conn.execute_batch("PRAGMA synchronous=FULL").map_err(db)?;
+    done
+}
+
+/// One `synchronous=FULL` transaction appending every batch, in order, to the
+/// hash chain.
+fn commit_audit(
+    conn: &Connection,
+    batches: Vec<Vec<NewEvent>>,
+) -> Result<Vec<Vec<Event>>, StoreError> {
+    let total: usize = batches.iter().map(Vec::len).sum();
+    let count = i64::try_from(total).map_err(|e| StoreError::Database(e.to_string()))?;
+    let tx =
+        rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(db)?;
+    let (last_seq, mut prev): (i64, String) = tx
+        .query_row(
+            "UPDATE audit_head SET seq = seq + ?1 WHERE id = 1 RETURNING seq, hash",
+            [count],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .map_err(db)?;
+    let mut seq = last_seq - count;
+    let mut chained = Vec::with_capacity(batches.len());
+    {
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO audit_events (seq, time_ms, kind, client_id, subject, audience, \
+                 scopes, jti, outcome, reason, prev_hash, hash) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )
+            .map_err(db)?;
+        for batch in batches {
+            let mut events = Vec::with_capacity(batch.len());
+            for new in batch {
+                seq += 1;
+                let event = new.chain(seq, &prev);
+                let e = &event.event;
+                insert
+                    .execute(params![
+                        event.seq,
+                        e.time_ms,
+                        e.kind,
+                        e.client_id,
+                        e.subject,
+                        e.audience,
+                        e.scopes,
+                        e.jti,
+                        e.outcome.as_str(),
+                        e.reason,
+                        event.prev_hash,
+                        event.hash,
+                    ])
+                    .map_err(db)?;
+                prev.clone_from(&event.hash);
+                events.push(event);
+            }
+            chained.push(events);
+        }
+    }
+    tx.execute("UPDATE audit_head SET hash = ?1 WHERE id = 1", [&prev])
+        .map_err(db)?;
+    tx.commit().map_err(db)?;
+    Ok(chained)
+}
