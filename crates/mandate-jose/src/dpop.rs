@@ -108,6 +108,22 @@ pub fn access_token_hash(token: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()))
 }
 
+/// The `jti` a proof claims, read without checking anything else, so that a
+/// caller can start recording it while [`verify_proof`] runs. Trust it only
+/// once `verify_proof` has returned the same `jti`.
+pub fn claimed_jti(proof: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Jti {
+        jti: Option<String>,
+    }
+    if proof.len() > MAX_PROOF_LEN {
+        return None;
+    }
+    let payload = proof.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<Jti>(&bytes).ok()?.jti
+}
+
 /// Checks a DPoP proof against a request (RFC 9449 §4.3, steps 1–11 but the
 /// replay check, which needs state).
 pub fn verify_proof(proof: &str, ctx: &DpopContext<'_>) -> Result<VerifiedDpop, DpopError> {
@@ -215,6 +231,22 @@ mod tests {
             access_token: token,
             nonces,
         }
+    }
+
+    #[test]
+    fn claimed_jti_reads_the_payload_only() {
+        let k = key();
+        let p = proof(&k, "dpop+jwt", json!({"jti": "j-1", "htm": "POST"}));
+        assert_eq!(claimed_jti(&p).as_deref(), Some("j-1"));
+        let mut forged = p.clone();
+        forged.push('x');
+        assert_eq!(
+            claimed_jti(&forged).as_deref(),
+            Some("j-1"),
+            "no signature check"
+        );
+        assert_eq!(claimed_jti("a.b.c"), None);
+        assert_eq!(claimed_jti(&"a".repeat(MAX_PROOF_LEN + 1)), None);
     }
 
     #[test]

@@ -1,6 +1,5 @@
-//! The SQLite hot-path writer: one thread that owns one connection and does
-//! the two writes that every token and every gateway decision makes, audit
-//! appends and single-use values.
+//! The SQLite hot-path writer: one thread that owns two connections and does
+//! the writes on the request path, audit appends and single-use values.
 //!
 //! Why a thread of its own instead of the sqlx pool: SQLite has one write
 //! lock per database. Through the pool, each statement of an audit batch is a
@@ -67,16 +66,23 @@ impl SqliteWriter {
     /// Opens `path` (which the pool has already created and migrated) and
     /// starts the thread.
     pub(crate) fn start(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(db)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
-             PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
-        )
-        .map_err(db)?;
+        let open = |synchronous: &str| {
+            let conn = Connection::open(path).map_err(db)?;
+            conn.execute_batch(&format!(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; \
+                 PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;"
+            ))
+            .map_err(db)?;
+            Ok::<_, StoreError>(conn)
+        };
+        let connections = Connections {
+            audit: open("FULL")?,
+            uses: open("NORMAL")?,
+        };
         let (jobs, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("mandate-sqlite-writer".into())
-            .spawn(move || run(&conn, &rx))
+            .spawn(move || run(&connections, &rx))
             .map_err(|e| StoreError::Database(format!("starting the SQLite writer: {e}")))?;
         Ok(Self { jobs })
     }
@@ -119,7 +125,16 @@ impl SqliteWriter {
     }
 }
 
-fn run(conn: &Connection, rx: &mpsc::Receiver<Job>) {
+/// The writer's connections to one file, used one after the other (so they
+/// never wait for each other's lock).
+struct Connections {
+    /// `synchronous=FULL`: audit appends.
+    audit: Connection,
+    /// `synchronous=NORMAL`: single-use values.
+    uses: Connection,
+}
+
+fn run(conn: &Connections, rx: &mpsc::Receiver<Job>) {
     let mut uses = Vec::new();
     let mut audits = Vec::new();
     let mut stopping = false;
@@ -143,7 +158,7 @@ fn run(conn: &Connection, rx: &mpsc::Receiver<Job>) {
         }
         if !uses.is_empty() {
             let values: Vec<_> = uses.iter().map(|(v, _)| v).collect();
-            match commit_uses(conn, &values) {
+            match commit_uses(&conn.uses, &values) {
                 Ok(firsts) => {
                     for ((_, reply), first) in uses.drain(..).zip(firsts) {
                         let _ = reply.send(Ok(first));
@@ -158,7 +173,7 @@ fn run(conn: &Connection, rx: &mpsc::Receiver<Job>) {
         }
         if !audits.is_empty() {
             let batches: Vec<_> = audits.iter_mut().map(|(e, _)| std::mem::take(e)).collect();
-            match commit_audit(conn, batches) {
+            match commit_audit(&conn.audit, batches) {
                 Ok(chained) => {
                     for ((_, reply), events) in audits.drain(..).zip(chained) {
                         let _ = reply.send(Ok(events));
@@ -177,35 +192,35 @@ fn run(conn: &Connection, rx: &mpsc::Receiver<Job>) {
     }
 }
 
-/// One `synchronous=NORMAL` transaction inserting every value; for each,
-/// whether it was new.
+/// One transaction inserting every value; for each, whether it was new.
 fn commit_uses(
     conn: &Connection,
     values: &[&(String, String, i64)],
 ) -> Result<Vec<bool>, StoreError> {
-    conn.execute_batch("PRAGMA synchronous=NORMAL")
-        .map_err(db)?;
-    let done = (|| {
-        let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
-        let mut firsts = Vec::with_capacity(values.len());
-        {
-            let mut insert = tx.prepare_cached(
+    let tx =
+        rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(db)?;
+    let mut firsts = Vec::with_capacity(values.len());
+    {
+        let mut insert = tx
+            .prepare_cached(
                 "INSERT INTO used_values (namespace, value, expires_at) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (namespace, value) DO NOTHING",
-            )?;
-            for (namespace, value, expires_at) in values {
-                firsts.push(insert.execute(params![namespace, value, expires_at])? == 1);
-            }
+            )
+            .map_err(db)?;
+        for (namespace, value, expires_at) in values {
+            firsts.push(
+                insert
+                    .execute(params![namespace, value, expires_at])
+                    .map_err(db)?
+                    == 1,
+            );
         }
-        tx.commit()?;
-        Ok(firsts)
-    })()
-    .map_err(db);
-    conn.execute_batch("PRAGMA synchronous=FULL").map_err(db)?;
-    done
+    }
+    tx.commit().map_err(db)?;
+    Ok(firsts)
 }
 
-/// One `synchronous=FULL` transaction appending every batch, in order, to the
+/// One transaction appending every batch, in order, to the
 /// hash chain.
 fn commit_audit(
     conn: &Connection,

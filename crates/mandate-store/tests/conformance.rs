@@ -743,6 +743,39 @@ async fn audit_events_are_append_only(db: &TestDb) {
 }
 for_each_backend!(audit_events_are_append_only, audit_events_are_append_only);
 
+/// Migration 5 rebuilds SQLite's audit and single-use tables: what they held
+/// survives, the chain goes on, and the trail stays append-only.
+async fn upgrading_keeps_the_trail_and_used_values(db: &TestDb) {
+    let store = db.store().await;
+    let before = store.append_audit(events(0..4, "old")).await.unwrap();
+    assert!(store.use_once("jti", "spent", i64::MAX).await.unwrap());
+    store.close().await;
+    let mut conn = raw_connection(db).await;
+    sqlx::query("DELETE FROM mandate_migrations WHERE version >= 5")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let store = db.store().await;
+    assert_eq!(all_events(&store).await, before);
+    assert!(!store.use_once("jti", "spent", i64::MAX).await.unwrap());
+    let after = store.append_audit(events(4..6, "new")).await.unwrap();
+    assert_eq!(after[0].seq, 5);
+    assert_eq!(verify_chain(&all_events(&store).await), Ok(6));
+    let mut conn = raw_connection(db).await;
+    let err = sqlx::query("DELETE FROM audit_events WHERE seq = 1")
+        .execute(&mut conn)
+        .await
+        .expect_err("the rebuilt trail accepted a DELETE");
+    assert!(err.to_string().contains("append-only"), "{err}");
+    conn.close().await.unwrap();
+}
+for_each_backend!(
+    upgrading_keeps_the_trail_and_used_values,
+    upgrading_keeps_the_trail_and_used_values
+);
+
 // ---------------------------------------------------------------- migrations
 
 async fn migrations(db: &TestDb) -> Vec<i64> {

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -249,6 +250,8 @@ const DPOP_ALGS: &str = "EdDSA ES256 RS256";
 
 /// Oldest DPoP proof a resource server accepts, seconds.
 const DPOP_MAX_AGE: i64 = 300;
+/// How far in the future a proof's `iat` may be, seconds.
+const DPOP_LEEWAY: i64 = 30;
 
 fn quote(s: &str) -> String {
     s.replace(['"', '\\'], "'")
@@ -346,10 +349,28 @@ impl Guard {
             url: &url,
             now,
             max_age: DPOP_MAX_AGE,
-            leeway: 30,
+            leeway: DPOP_LEEWAY,
             access_token: Some(token),
             nonces: accepted.as_deref(),
         };
+        // Record the proof's id while its signature is checked: the replay
+        // cache's write (a store round trip at the gateway) and the check run
+        // side by side. Keyed by the token's key, an id recorded for a proof
+        // that then fails can only collide with the same key's own future
+        // proofs, whose ids are random. Any proof accepted now is acceptable
+        // until `now + DPOP_MAX_AGE + DPOP_LEEWAY` at most.
+        let claimed = mandate_jose::dpop::claimed_jti(proof).ok_or_else(|| {
+            refuse(
+                "invalid_dpop_proof",
+                "dpop_proof_invalid",
+                &mandate_jose::dpop::DpopError::Malformed.to_string(),
+            )
+        })?;
+        let replay_key = format!("{jkt} {claimed}");
+        let mut recording = self
+            .replay
+            .first_use(&replay_key, now + DPOP_MAX_AGE + DPOP_LEEWAY);
+        let started = std::future::poll_fn(|cx| Poll::Ready(recording.as_mut().poll(cx))).await;
         let proved = mandate_jose::dpop::verify_proof(proof, &ctx).map_err(|e| match e {
             mandate_jose::dpop::DpopError::Nonce => Denial {
                 dpop_nonce: self.nonces.as_ref().map(|n| n.current()),
@@ -364,14 +385,11 @@ impl Guard {
                 "the proof is signed by another key than the token is bound to",
             ));
         }
-        if !self
-            .replay
-            .first_use(
-                &format!("{} {}", proved.jkt, proved.jti),
-                proved.iat + DPOP_MAX_AGE + 30,
-            )
-            .await
-        {
+        let first_use = match started {
+            Poll::Ready(first) => first,
+            Poll::Pending => recording.await,
+        };
+        if proved.jti != claimed || !first_use {
             return Err(refuse(
                 "invalid_dpop_proof",
                 "dpop_proof_replayed",
