@@ -231,11 +231,8 @@ fn commit_audit(
     let tx =
         rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(db)?;
     let (last_seq, mut prev): (i64, String) = tx
-        .query_row(
-            "UPDATE audit_head SET seq = seq + ?1 WHERE id = 1 RETURNING seq, hash",
-            [count],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
+        .prepare_cached("UPDATE audit_head SET seq = seq + ?1 WHERE id = 1 RETURNING seq, hash")
+        .and_then(|mut head| head.query_row([count], |row| Ok((row.get(0)?, row.get(1)?))))
         .map_err(db)?;
     let mut seq = last_seq - count;
     let mut chained = Vec::with_capacity(batches.len());
@@ -275,7 +272,8 @@ fn commit_audit(
             chained.push(events);
         }
     }
-    tx.execute("UPDATE audit_head SET hash = ?1 WHERE id = 1", [&prev])
+    tx.prepare_cached("UPDATE audit_head SET hash = ?1 WHERE id = 1")
+        .and_then(|mut head| head.execute([&prev]))
         .map_err(db)?;
     tx.commit().map_err(db)?;
     Ok(chained)
