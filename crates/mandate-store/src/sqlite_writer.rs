@@ -32,16 +32,19 @@ use tokio::sync::oneshot;
 /// Most jobs taken into one round of commits.
 const MAX_JOBS_PER_ROUND: usize = 4096;
 
+/// Where a caller waits for its answer.
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
 enum Job {
     Audit {
         events: Vec<NewEvent>,
-        reply: oneshot::Sender<Result<Vec<Event>, StoreError>>,
+        reply: Reply<Vec<Event>>,
     },
     UseOnce {
         namespace: String,
         value: String,
         expires_at: i64,
-        reply: oneshot::Sender<Result<bool, StoreError>>,
+        reply: Reply<bool>,
     },
     /// Finish what is queued before this, then close the connection.
     Stop,
@@ -157,34 +160,12 @@ fn run(conn: &Connections, rx: &mpsc::Receiver<Job>) {
             }
         }
         if !uses.is_empty() {
-            let values: Vec<_> = uses.iter().map(|(v, _)| v).collect();
-            match commit_uses(&conn.uses, &values) {
-                Ok(firsts) => {
-                    for ((_, reply), first) in uses.drain(..).zip(firsts) {
-                        let _ = reply.send(Ok(first));
-                    }
-                }
-                Err(e) => {
-                    for (_, reply) in uses.drain(..) {
-                        let _ = reply.send(Err(e.clone()));
-                    }
-                }
-            }
+            let (values, replies): (Vec<_>, Vec<_>) = uses.drain(..).unzip();
+            answer(replies, commit_uses(&conn.uses, &values));
         }
         if !audits.is_empty() {
-            let batches: Vec<_> = audits.iter_mut().map(|(e, _)| std::mem::take(e)).collect();
-            match commit_audit(&conn.audit, batches) {
-                Ok(chained) => {
-                    for ((_, reply), events) in audits.drain(..).zip(chained) {
-                        let _ = reply.send(Ok(events));
-                    }
-                }
-                Err(e) => {
-                    for (_, reply) in audits.drain(..) {
-                        let _ = reply.send(Err(e.clone()));
-                    }
-                }
-            }
+            let (batches, replies): (Vec<_>, Vec<_>) = audits.drain(..).unzip();
+            answer(replies, commit_audit(&conn.audit, batches));
         }
         if stopping {
             return;
@@ -192,10 +173,26 @@ fn run(conn: &Connections, rx: &mpsc::Receiver<Job>) {
     }
 }
 
+/// Gives each caller of one commit its own answer, or all of them its error.
+fn answer<T>(replies: Vec<Reply<T>>, outcome: Result<Vec<T>, StoreError>) {
+    match outcome {
+        Ok(answers) => {
+            for (reply, a) in replies.into_iter().zip(answers) {
+                let _ = reply.send(Ok(a));
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
 /// One transaction inserting every value; for each, whether it was new.
 fn commit_uses(
     conn: &Connection,
-    values: &[&(String, String, i64)],
+    values: &[(String, String, i64)],
 ) -> Result<Vec<bool>, StoreError> {
     let tx =
         rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(db)?;

@@ -776,6 +776,34 @@ for_each_backend!(
     upgrading_keeps_the_trail_and_used_values
 );
 
+/// Through the audit writer: events queued without waiting (gateway
+/// decisions, which may linger for a batch) are durable, in order, once an
+/// event queued after them and waited for is.
+async fn queued_events_are_written_before_a_waited_one(db: &TestDb) {
+    let store = std::sync::Arc::new(db.store().await);
+    let (log, writer) = mandate_core::audit::AuditLog::start(store.clone());
+    for e in events(0..5, "queued") {
+        log.enqueue(e).await;
+    }
+    log.record(events(5..6, "waited").remove(0)).await.unwrap();
+    let stored = all_events(&store).await;
+    let clients: Vec<&str> = stored
+        .iter()
+        .filter_map(|e| e.event.client_id.as_deref())
+        .collect();
+    assert_eq!(
+        clients,
+        [["client-queued"; 5].as_slice(), &["client-waited"]].concat()
+    );
+    assert_eq!(verify_chain(&stored), Ok(6));
+    drop(log);
+    writer.await.unwrap();
+}
+for_each_backend!(
+    queued_events_are_written_before_a_waited_one,
+    queued_events_are_written_before_a_waited_one
+);
+
 // ---------------------------------------------------------------- migrations
 
 async fn migrations(db: &TestDb) -> Vec<i64> {
