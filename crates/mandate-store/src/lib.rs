@@ -9,7 +9,9 @@
 //! Durability: SQLite runs in WAL mode with `synchronous=FULL`, so a commit is
 //! on disk when it returns; every [`Store`] method is one transaction. On
 //! SQLite the two writes of the hot path (audit appends, single-use values)
-//! go through one writer thread instead ([`sqlite_writer`] says why).
+//! go through one writer thread instead, and single-use values commit
+//! without an fsync of their own (`sqlite_writer` says why and what that
+//! trades).
 
 mod migrations;
 mod sqlite_writer;
