@@ -77,6 +77,8 @@ pub struct Authority {
     dummy_hash: SecretHash,
     /// The same for unknown usernames at sign-in (computed on first use).
     dummy_password: std::sync::OnceLock<String>,
+    /// Own access tokens already verified (exchange, introspection).
+    pub(crate) verified: crate::introspection::VerifiedTokens,
 }
 
 impl Authority {
@@ -101,6 +103,7 @@ impl Authority {
             documents,
             dummy_hash: ClientSecret::generate().hash(),
             dummy_password: std::sync::OnceLock::new(),
+            verified: crate::introspection::VerifiedTokens::default(),
         }
     }
 

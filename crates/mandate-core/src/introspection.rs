@@ -2,6 +2,9 @@
 //! tokens: JWTs and Biscuits (revoking a Biscuit revokes its `token_id`, so
 //! every attenuation of it stops at the gateway).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use mandate_audit::Outcome;
 use mandate_jose::UnverifiedJwt;
 use serde::Serialize;
@@ -9,8 +12,56 @@ use serde::Serialize;
 use crate::authority::Authority;
 use crate::client_auth::PresentedClient;
 use crate::form::FormParams;
+use crate::keyring::KeySnapshot;
 use crate::token::{AccessTokenClaims, ACCESS_TOKEN_TYP};
 use crate::Error;
+
+/// Most verified tokens remembered.
+const MAX_VERIFIED_TOKENS: usize = 10_000;
+
+/// Our own access tokens whose signature, issuer and `typ` were checked,
+/// kept until they expire: token exchange and introspection see the same
+/// token again and again (an agent exchanges its incoming token for each
+/// sub-call), and the signature check was most of an exchange's cost. Tied
+/// to the key snapshot that verified them, so a key reload or rotation
+/// starts it afresh. Expiry is checked on every use; revocation is the
+/// caller's, on every use.
+#[derive(Default)]
+pub(crate) struct VerifiedTokens(Mutex<Option<VerifiedBy>>);
+
+/// The tokens one key snapshot verified.
+struct VerifiedBy {
+    keys: Arc<KeySnapshot>,
+    tokens: HashMap<String, AccessTokenClaims>,
+}
+
+impl VerifiedTokens {
+    fn get(&self, keys: &Arc<KeySnapshot>, token: &str) -> Option<AccessTokenClaims> {
+        let cache = self.0.lock().ok()?;
+        let verified = cache.as_ref().filter(|v| Arc::ptr_eq(&v.keys, keys))?;
+        verified.tokens.get(token).cloned()
+    }
+
+    fn put(&self, keys: &Arc<KeySnapshot>, token: &str, claims: &AccessTokenClaims, now: i64) {
+        let Ok(mut cache) = self.0.lock() else { return };
+        if !cache.as_ref().is_some_and(|v| Arc::ptr_eq(&v.keys, keys)) {
+            *cache = Some(VerifiedBy {
+                keys: Arc::clone(keys),
+                tokens: HashMap::new(),
+            });
+        }
+        let Some(VerifiedBy { tokens, .. }) = cache.as_mut() else {
+            return;
+        };
+        if tokens.len() >= MAX_VERIFIED_TOKENS {
+            tokens.retain(|_, c| c.exp > now);
+            if tokens.len() >= MAX_VERIFIED_TOKENS {
+                tokens.clear();
+            }
+        }
+        tokens.insert(token.to_owned(), claims.clone());
+    }
+}
 
 /// An RFC 7662 §2.2 response. Inactive tokens say nothing more.
 #[derive(Debug, Serialize)]
@@ -29,16 +80,24 @@ impl Authority {
     /// Checks signature, issuer, `typ` and expiry of one of our access tokens.
     /// `None` for anything else: a foreign, forged, expired or garbled token.
     pub async fn verify_access_token(&self, token: &str) -> Option<AccessTokenClaims> {
+        let now = self.clock.now();
+        let snapshot = self.keys.snapshot();
+        if let Some(claims) = self.verified.get(&snapshot, token) {
+            return (claims.exp > now).then_some(claims);
+        }
         let jwt = UnverifiedJwt::parse(token).ok()?;
         if jwt.typ() != Some(ACCESS_TOKEN_TYP) {
             return None;
         }
-        let snapshot = self.keys.snapshot();
         let claims = jwt
             .verify::<AccessTokenClaims>(snapshot.published())
             .ok()?
             .claims;
-        (claims.iss == self.settings.issuer && claims.exp > self.clock.now()).then_some(claims)
+        if claims.iss != self.settings.issuer || claims.exp <= now {
+            return None;
+        }
+        self.verified.put(&snapshot, token, &claims, now);
+        Some(claims)
     }
 
     /// Checks a Biscuit of ours: signatures against the published root keys
