@@ -119,13 +119,17 @@ impl SqlStore {
         self.backend
     }
 
-    /// Checks the database answers (for `/readyz`).
+    /// Checks the database answers, and on SQLite that the writer thread
+    /// still takes jobs (for `/readyz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await
-            .map(|_| ())
-            .map_err(db)
+            .map_err(db)?;
+        match &self.writer {
+            Some(writer) => writer.ping().await,
+            None => Ok(()),
+        }
     }
 
     /// Closes the pool, waiting for connections to finish.

@@ -46,6 +46,8 @@ enum Job {
         expires_at: i64,
         reply: Reply<bool>,
     },
+    /// Answer at once: the thread is alive (for readiness).
+    Ping(oneshot::Sender<()>),
     /// Finish what is queued before this, then close the connection.
     Stop,
 }
@@ -102,6 +104,14 @@ impl SqliteWriter {
         answer.await.map_err(|_| gone())?
     }
 
+    /// Whether the thread still takes jobs (it answers after the jobs queued
+    /// before this one).
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(Job::Ping(reply)).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())
+    }
+
     /// Stops the thread once the jobs queued before this call are done;
     /// later jobs fail.
     pub(crate) fn stop(&self) {
@@ -152,6 +162,9 @@ fn run(conn: &Connections, rx: &mpsc::Receiver<Job>) {
                     reply,
                 } => uses.push(((namespace, value, expires_at), reply)),
                 Job::Audit { events, reply } => audits.push((events, reply)),
+                Job::Ping(reply) => {
+                    let _ = reply.send(());
+                }
                 Job::Stop => stopping = true,
             }
             taken += 1;

@@ -804,6 +804,18 @@ for_each_backend!(
     queued_events_are_written_before_a_waited_one
 );
 
+/// A closed store (on SQLite: its writer thread stopped too) says it is not
+/// ready and refuses writes, rather than accepting them into nowhere.
+async fn a_closed_store_is_not_ready(db: &TestDb) {
+    let store = db.store().await;
+    store.ping().await.unwrap();
+    store.close().await;
+    assert!(store.ping().await.is_err());
+    assert!(store.append_audit(events(0..1, "late")).await.is_err());
+    assert!(store.use_once("jti", "late", i64::MAX).await.is_err());
+}
+for_each_backend!(a_closed_store_is_not_ready, a_closed_store_is_not_ready);
+
 // ---------------------------------------------------------------- migrations
 
 async fn migrations(db: &TestDb) -> Vec<i64> {
