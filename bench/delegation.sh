@@ -61,6 +61,9 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BENCH=delegation-bench
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 root=$(git -C "$here" rev-parse --show-toplevel)
 SHARED_DIR=${SHARED_DIR:-$root/../shared}
 SHARED_DIR=$(cd "$SHARED_DIR" && pwd)
@@ -96,8 +99,6 @@ ROUTE=/agents/bench
 EXCHANGE_GRANT=urn:ietf:params:oauth:grant-type:token-exchange
 BISCUIT_TYPE=urn:mandate:params:oauth:token-type:biscuit
 
-die() { echo "delegation-bench: $*" >&2; exit 2; }
-log() { echo "== $*" >&2; }
 
 for tool in wrk curl cargo git nginx python3; do
   command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y wrk nginx)"
@@ -115,16 +116,6 @@ nginx_pid="" mandate_pid=""
 # ---------------------------------------------------------------------------------------
 # Helpers, copied from bench/gateway.sh (process control, CPU accounting, quiet wait).
 
-stop_pid() { # pid
-  local pid=$1
-  [ -n "$pid" ] || return 0
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-}
 cleanup() {
   stop_pid "$mandate_pid"; stop_pid "$nginx_pid"
   rm -rf "$work"
@@ -132,48 +123,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-wait_http() { # url seconds
-  local i
-  for i in $(seq $(( $2 * 10 ))); do
-    if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
 
-machine_ticks() { # -> "busy total" over all CPUs
-  awk '/^cpu /{t=0; for (i=2;i<=NF;i++) t+=$i; print t-$5-$6, t}' /proc/stat
-}
 # utime+stime of a process and its direct children (nginx master + workers), in ticks.
-tree_ticks() { # pid...
-  local p c t=0
-  for p in "$@"; do
-    [ -n "$p" ] || continue
-    for c in "$p" $(pgrep -P "$p" || true); do
-      [ -r "/proc/$c/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$c/stat" 2>/dev/null || echo 0)))
-    done
-  done
-  echo "$t"
-}
 
 # Waits (up to $1 or QUIET_WAIT s) until the machine is nearly idle; prints the busy
 # percentage.
-wait_quiet() { # [max seconds]
-  local waited=0 busy a b max=${1:-$QUIET_WAIT}
-  while :; do
-    a=$(machine_ticks); sleep 1; b=$(machine_ticks)
-    busy=$(awk -v a="$a" -v b="$b" 'BEGIN{split(a,x," "); split(b,y," "); printf "%.0f", 100*(y[1]-x[1])/(y[2]-x[2])}')
-    if [ "$busy" -le 10 ] || [ "$waited" -ge "$max" ]; then break; fi
-    [ "$waited" = 0 ] && log "  machine ${busy}% busy before the run; waiting up to ${max}s for it to settle"
-    waited=$((waited + 1))
-  done
-  [ "$busy" -le 10 ] || log "  WARNING: machine still ${busy}% busy; numbers will be skewed"
-  echo "$busy"
-}
 
-kv() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
 secs_of() { awk -v d="$1" 'BEGIN{m=1; if (d ~ /ms$/) m=0.001; else if (d ~ /m$/) m=60; else if (d ~ /h$/) m=3600; sub(/[a-z]+$/, "", d); print d*m}'; }
 
 # Events in the audit trail right now (read-only, beside the running server; WAL allows it).
@@ -484,10 +440,6 @@ audit_ok=$([ "${events:-0}" -ge "$expect" ] && echo 1 || echo 0)
 log "audit chain intact: $events events; expected at least $expect ($gw_requests gateway requests + $token_requests token requests counted + $minted tokens minted by the script)"
 
 # ---------------------------------------------------------------------------------------
-median_line() { # lines (newline-separated) -> the line with the median rps
-  grep . <<<"$1" | while read -r l; do echo "$(kv "$l" rps) $l"; done | sort -n \
-    | awk '{a[NR]=$0} END{print a[int((NR+1)/2)]}' | cut -d' ' -f2-
-}
 keys=(cc exchange exchange-biscuit exchange-c1 bearer biscuit dpop bearer-c1 biscuit-c1 dpop-c1)
 valid=1 quiet=1 noisy_runs=0
 declare -A M
@@ -559,13 +511,6 @@ json_run() { # line
     "$(kv "$l" other_cores)" "$(kv "$l" machine_busy_pct)" "$(kv "$l" busy_before_pct)" \
     "$(v=$(kv "$l" audit_backlog); echo "${v:-null}")" "$(v=$(kv "$l" mandate_rss_kb); echo "${v:-null}")"
 }
-json_list() { # newline-separated lines
-  local first=1 l
-  printf '['
-  while read -r l; do [ -n "$l" ] || continue; [ $first = 1 ] || printf ','; first=0; json_run "$l"; done <<<"$1"
-  printf ']'
-}
-tf() { [ "$1" = yes ] || [ "$1" = 1 ] && echo true || echo false; }
 {
   printf '{\n'
   printf '  "benchmark": "delegation", "started": "%s", "commit": "%s", "local_changes": %s,\n' "$started" "$commit" "$([ -n "$dirty" ] && echo true || echo false)"

@@ -54,6 +54,9 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BENCH=gateway-bench
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 root=$(git -C "$here" rev-parse --show-toplevel)
 SHARED_DIR=${SHARED_DIR:-$root/../shared}
 SHARED_DIR=$(cd "$SHARED_DIR" && pwd)
@@ -84,8 +87,6 @@ SCOPE=agent:execute
 RESOURCE=https://agent.example.com   # the Python peer's default audience
 ROUTE=/agents/bench
 
-die() { echo "gateway-bench: $*" >&2; exit 2; }
-log() { echo "== $*" >&2; }
 
 for tool in wrk curl cargo git nginx; do
   command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y wrk nginx)"
@@ -99,16 +100,6 @@ RESULTS_FILE=${RESULTS_FILE:-/tmp/mandate-bench/gateway-$(date -u +%Y%m%dT%H%M%S
 mkdir -p "$(dirname "$RESULTS_FILE")"
 nginx_pid="" mandate_pid="" python_pid=""
 
-stop_pid() { # pid
-  local pid=$1
-  [ -n "$pid" ] || return 0
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-}
 cleanup() {
   stop_pid "$python_pid"; stop_pid "$mandate_pid"; stop_pid "$nginx_pid"
   rm -rf "$work"
@@ -116,47 +107,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-wait_http() { # url seconds
-  local i
-  for i in $(seq $(( $2 * 10 ))); do
-    if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
 
-machine_ticks() { # -> "busy total" over all CPUs
-  awk '/^cpu /{t=0; for (i=2;i<=NF;i++) t+=$i; print t-$5-$6, t}' /proc/stat
-}
 # utime+stime of a process and its direct children (nginx master + workers), in ticks.
-tree_ticks() { # pid...
-  local p c t=0
-  for p in "$@"; do
-    [ -n "$p" ] || continue
-    for c in "$p" $(pgrep -P "$p" || true); do
-      [ -r "/proc/$c/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$c/stat" 2>/dev/null || echo 0)))
-    done
-  done
-  echo "$t"
-}
 
 # Waits (up to QUIET_WAIT s) until the machine is nearly idle; prints the busy percentage.
-wait_quiet() {
-  local waited=0 busy a b
-  while :; do
-    a=$(machine_ticks); sleep 1; b=$(machine_ticks)
-    busy=$(awk -v a="$a" -v b="$b" 'BEGIN{split(a,x," "); split(b,y," "); printf "%.0f", 100*(y[1]-x[1])/(y[2]-x[2])}')
-    if [ "$busy" -le 10 ] || [ "$waited" -ge "$QUIET_WAIT" ]; then break; fi
-    [ "$waited" = 0 ] && log "  machine ${busy}% busy before the run; waiting up to ${QUIET_WAIT}s for it to settle"
-    waited=$((waited + 1))
-  done
-  [ "$busy" -le 10 ] || log "  WARNING: machine still ${busy}% busy; numbers will be skewed"
-  echo "$busy"
-}
 
-kv() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
 
 # Events in the audit trail right now (read-only, beside the running server; WAL allows it).
 audit_count() {
@@ -365,10 +321,6 @@ audit_ok=$([ "${events:-0}" -ge "$expect" ] && echo 1 || echo 0)
 log "audit chain intact: $events events; expected at least $expect ($gw_requests gateway requests counted by wrk + $minted tokens)"
 
 # ---------------------------------------------------------------------------------------
-median_line() { # lines (newline-separated) -> the line with the median rps
-  grep . <<<"$1" | while read -r l; do echo "$(kv "$l" rps) $l"; done | sort -n \
-    | awk '{a[NR]=$0} END{print a[int((NR+1)/2)]}' | cut -d' ' -f2-
-}
 valid=1 quiet=1 noisy_runs=0
 declare -A M
 for k in "${!lines[@]}"; do
@@ -430,13 +382,6 @@ json_run() { # line
     "$(kv "$l" other_cores)" "$(kv "$l" machine_busy_pct)" "$(kv "$l" busy_before_pct)" \
     "$(v=$(kv "$l" audit_backlog); echo "${v:-null}")" "$(v=$(kv "$l" mandate_rss_kb); echo "${v:-null}")"
 }
-json_list() { # newline-separated lines
-  local first=1 l
-  printf '['
-  while read -r l; do [ -n "$l" ] || continue; [ $first = 1 ] || printf ','; first=0; json_run "$l"; done <<<"$1"
-  printf ']'
-}
-tf() { [ "$1" = yes ] || [ "$1" = 1 ] && echo true || echo false; }
 {
   printf '{\n'
   printf '  "benchmark": "gateway", "started": "%s", "commit": "%s", "local_changes": %s,\n' "$started" "$commit" "$([ -n "$dirty" ] && echo true || echo false)"

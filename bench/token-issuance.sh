@@ -40,6 +40,9 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BENCH=token-issuance
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 root=$(git -C "$here" rev-parse --show-toplevel)
 SHARED_DIR=${SHARED_DIR:-$root/../shared}
 SHARED_DIR=$(cd "$SHARED_DIR" && pwd)
@@ -71,8 +74,6 @@ SCOPE=agent:execute
 RESOURCE=https://agent.example.com
 PEER_SECRET=secret-a-0123456789abcdef0123456789abcdef
 
-die() { echo "token-issuance: $*" >&2; exit 2; }
-log() { echo "== $*" >&2; }
 
 for tool in wrk curl cargo git; do
   command -v "$tool" >/dev/null || die "$tool not found (wrk: apt-get install -y wrk)"
@@ -88,30 +89,12 @@ RESULTS_FILE=${RESULTS_FILE:-/tmp/mandate-bench/token-issuance-$(date -u +%Y%m%d
 mkdir -p "$(dirname "$RESULTS_FILE")"
 server_pid=""
 
-stop_server() {
-  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
-  server_pid=""
-}
+stop_server() { stop_pid "$server_pid"; server_pid=""; }
 cleanup() { stop_server; rm -rf "$work"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-wait_http() { # url seconds
-  local i
-  for i in $(seq $(( $2 * 10 ))); do
-    if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
-    if [ -n "$server_pid" ] && ! kill -0 "$server_pid" 2>/dev/null; then return 1; fi
-    sleep 0.1
-  done
-  return 1
-}
 
 # One token by curl before any load, so a misconfiguration fails loudly and early.
 check_token() { # url secret
@@ -121,12 +104,6 @@ check_token() { # url secret
   case $body in *'"access_token"'*) ;; *) die "no access_token from $1: $body";; esac
 }
 
-cpu_ticks() { # pid -> utime+stime in clock ticks (process and its threads)
-  awk '{print $14 + $15}' "/proc/$1/stat"
-}
-machine_ticks() { # -> "busy total" over all CPUs
-  awk '/^cpu /{t=0; for (i=2;i<=NF;i++) t+=$i; print t-$5-$6, t}' /proc/stat
-}
 
 # Runs wrk and prints one line of key=value results; the raw output goes to $work/<tag>.wrk.
 # CPU accounting over the run, in cores: the server process, wrk itself (with GNU time when
@@ -137,11 +114,11 @@ run_wrk() { # tag url secret threads connections duration
   local p0 p1 m0 m1 idle_busy timer=()
   idle_busy=$(wait_quiet)
   [ -x /usr/bin/time ] && timer=(/usr/bin/time -f "%U %S" -o "$out.time")
-  p0=$(cpu_ticks "$server_pid"); m0=$(machine_ticks)
+  p0=$(tree_ticks "$server_pid"); m0=$(machine_ticks)
   CLIENT_ID=$CLIENT_ID CLIENT_SECRET=$secret SCOPE=$SCOPE RESOURCE=$RESOURCE \
     ${timer[@]+"${timer[@]}"} wrk -t"$t" -c"$c" -d"$d" --latency -s "$LUA" "$url" >"$out" 2>&1 \
     || { cat "$out" >&2; die "wrk failed"; }
-  p1=$(cpu_ticks "$server_pid"); m1=$(machine_ticks)
+  p1=$(tree_ticks "$server_pid"); m1=$(machine_ticks)
   local rps reqs non2xx p50 p99 sock secs hz
   hz=$(getconf CLK_TCK)
   rps=$(awk '/^Requests\/sec:/{print $2}' "$out")
@@ -170,22 +147,7 @@ run_wrk() { # tag url secret threads connections duration
 
 # Waits (up to QUIET_WAIT s) until the machine is nearly idle, so that a build or test run
 # elsewhere does not skew the numbers; prints the busy percentage it settled on.
-wait_quiet() {
-  local waited=0 busy a b
-  while :; do
-    a=$(machine_ticks); sleep 1; b=$(machine_ticks)
-    busy=$(awk -v a="$a" -v b="$b" 'BEGIN{split(a,x," "); split(b,y," "); printf "%.0f", 100*(y[1]-x[1])/(y[2]-x[2])}')
-    if [ "$busy" -le 10 ] || [ "$waited" -ge "$QUIET_WAIT" ]; then break; fi
-    [ "$waited" = 0 ] && log "  machine ${busy}% busy before the run; waiting up to ${QUIET_WAIT}s for it to settle"
-    waited=$((waited + 1))
-  done
-  [ "$busy" -le 10 ] || log "  WARNING: machine still ${busy}% busy; numbers will be skewed"
-  echo "$busy"
-}
 
-kv() { # line key
-  tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"
-}
 
 start_mandate() { # round
   local dir=$work/mandate-$1
@@ -217,7 +179,7 @@ TOML
   BENCH_SECRET=$MANDATE_SECRET RUST_LOG=warn \
     "$MANDATE_BIN" serve --config "$dir/mandate.toml" >"$dir/mandate.log" 2>&1 &
   server_pid=$!
-  wait_http "http://127.0.0.1:$MANDATE_PORT/readyz" 30 \
+  wait_http "http://127.0.0.1:$MANDATE_PORT/readyz" 30 "$server_pid" \
     || { cat "$dir/mandate.log" >&2; die "Mandate did not become ready"; }
 }
 
@@ -231,7 +193,7 @@ verify_audit() { # round -> number of audit events in an intact chain
 start_peer() {
   port_free "$PEER_PORT" || die "port $PEER_PORT is in use (set PEER_PORT)"
   server_pid=$(PORT=$PEER_PORT ALG=$SIGNING_ALG "$PEERS/run-oidc-provider.sh")
-  wait_http "http://127.0.0.1:$PEER_PORT/.well-known/openid-configuration" 30 \
+  wait_http "http://127.0.0.1:$PEER_PORT/.well-known/openid-configuration" 30 "$server_pid" \
     || { cat "$PEERS_HOME/oidc-provider.log" >&2; die "oidc-provider did not start"; }
 }
 
@@ -299,10 +261,6 @@ for round in $(seq "$ROUNDS"); do
 done
 
 # The round with the median tokens/s stands for each series.
-median_line() {
-  local l
-  for l in "$@"; do echo "$(kv "$l" rps) $l"; done | sort -n | awk '{a[NR]=$0} END{print a[int((NR+1)/2)]}' | cut -d' ' -f2-
-}
 valid=1
 quiet=1
 noisy_runs=0
@@ -316,8 +274,8 @@ for l in "${m_lines[@]}" "${p_lines[@]}" ${m1_lines[@]+"${m1_lines[@]}"} ${p1_li
   if [ "$(kv "$l" non2xx)" != 0 ] || [ "$(kv "$l" socket_errors)" != 0 ]; then valid=0; fi
 done
 [ "$audit_ok" = 1 ] || valid=0
-M=$(median_line "${m_lines[@]}")
-P=$(median_line "${p_lines[@]}")
+M=$(median_line "$(printf '%s\n' "${m_lines[@]}")")
+P=$(median_line "$(printf '%s\n' "${p_lines[@]}")")
 ratio=$(awk -v a="$(kv "$M" rps)" -v b="$(kv "$P" rps)" 'BEGIN{printf "%.2f", a/b}')
 m_p99=$(kv "$M" p99_us)
 ratio_ok=$(awk -v r="$ratio" -v t="$TARGET_RATIO" 'BEGIN{print (r >= t) ? "yes" : "no"}')
@@ -336,8 +294,8 @@ row() { # name line
   row "Mandate (c$CONNECTIONS)" "$M"
   row "node-oidc-provider (c$CONNECTIONS)" "$P"
   if [ "$LATENCY_FLOOR" = 1 ]; then
-    row "Mandate (c1)" "$(median_line "${m1_lines[@]}")"
-    row "node-oidc-provider (c1)" "$(median_line "${p1_lines[@]}")"
+    row "Mandate (c1)" "$(median_line "$(printf '%s\n' "${m1_lines[@]}")")"
+    row "node-oidc-provider (c1)" "$(median_line "$(printf '%s\n' "${p1_lines[@]}")")"
   fi
   echo
   echo "ratio Mandate / node-oidc-provider: ${ratio}x   (target >= ${TARGET_RATIO}x: $ratio_ok)"
@@ -356,7 +314,6 @@ json_run() { # line
     "$(kv "$l" socket_errors)" "$(kv "$l" server_cores)" "$(kv "$l" wrk_cores)" "$(kv "$l" other_cores)" \
     "$(kv "$l" machine_busy_pct)" "$(kv "$l" busy_before_pct)"
 }
-json_list() { local first=1 l; printf '['; for l in "$@"; do [ $first = 1 ] || printf ','; first=0; json_run "$l"; done; printf ']'; }
 {
   printf '{\n'
   printf '  "benchmark": "token-issuance", "started": "%s", "commit": "%s", "local_changes": %s,\n' "$started" "$commit" "$([ -n "$dirty" ] && echo true || echo false)"
@@ -369,9 +326,9 @@ json_list() { local first=1 l; printf '['; for l in "$@"; do [ $first = 1 ] || p
     "$ratio" "$TARGET_RATIO" "$TARGET_P99_US" "$([ "$ratio_ok" = yes ] && echo true || echo false)" \
     "$([ "$p99_ok" = yes ] && echo true || echo false)" "$([ "$valid" = 1 ] && echo true || echo false)" \
     "$([ "$quiet" = 1 ] && echo true || echo false)"
-  printf '  "rounds": {"mandate": %s, "oidc_provider": %s' "$(json_list "${m_lines[@]}")" "$(json_list "${p_lines[@]}")"
+  printf '  "rounds": {"mandate": %s, "oidc_provider": %s' "$(json_list "$(printf '%s\n' "${m_lines[@]}")")" "$(json_list "$(printf '%s\n' "${p_lines[@]}")")"
   if [ "$LATENCY_FLOOR" = 1 ]; then
-    printf ', "mandate_c1": %s, "oidc_provider_c1": %s' "$(json_list "${m1_lines[@]}")" "$(json_list "${p1_lines[@]}")"
+    printf ', "mandate_c1": %s, "oidc_provider_c1": %s' "$(json_list "$(printf '%s\n' "${m1_lines[@]}")")" "$(json_list "$(printf '%s\n' "${p1_lines[@]}")")"
   fi
   printf '},\n  "mandate_audit_events": [%s], "mandate_tokens_counted": [%s], "audit_ok": %s\n}\n' \
     "$(IFS=,; echo "${audit_counts[*]-}")" "$(IFS=,; echo "${token_counts[*]-}")" "$([ "$audit_ok" = 1 ] && echo true || echo false)"
