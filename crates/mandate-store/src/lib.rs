@@ -132,10 +132,11 @@ impl SqlStore {
         }
     }
 
-    /// Closes the pool, waiting for connections to finish.
+    /// Closes the pool, waiting for connections (and on SQLite the writer
+    /// thread) to finish.
     pub async fn close(&self) {
         if let Some(writer) = &self.writer {
-            writer.stop();
+            writer.stop().await;
         }
         self.pool.close().await;
     }

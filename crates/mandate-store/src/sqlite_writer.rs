@@ -57,6 +57,8 @@ enum Job {
 #[derive(Debug)]
 pub(crate) struct SqliteWriter {
     jobs: mpsc::Sender<Job>,
+    /// Joined by [`SqliteWriter::stop`], so the file is closed when it returns.
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 fn db(e: rusqlite::Error) -> StoreError {
@@ -85,11 +87,14 @@ impl SqliteWriter {
             uses: open("NORMAL")?,
         };
         let (jobs, rx) = mpsc::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("mandate-sqlite-writer".into())
             .spawn(move || run(&connections, &rx))
             .map_err(|e| StoreError::Database(format!("starting the SQLite writer: {e}")))?;
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            thread: std::sync::Mutex::new(Some(thread)),
+        })
     }
 
     /// Chains `events` after the trail's head and commits them durably.
@@ -112,10 +117,14 @@ impl SqliteWriter {
         answer.await.map_err(|_| gone())
     }
 
-    /// Stops the thread once the jobs queued before this call are done;
-    /// later jobs fail.
-    pub(crate) fn stop(&self) {
+    /// Stops the thread once the jobs queued before this call are done, and
+    /// waits for it; later jobs fail.
+    pub(crate) async fn stop(&self) {
         let _ = self.jobs.send(Job::Stop);
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 
     /// Records `value` in `namespace`; `true` if it was not there yet.
