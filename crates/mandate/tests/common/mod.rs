@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod browser;
+pub mod code_flow;
 pub mod mcp_upstream;
 pub mod upstream;
 

@@ -11,44 +11,8 @@ use serde_json::{json, Value};
 use sha2::Digest as _;
 
 use crate::common::browser::Browser;
+use crate::common::code_flow::*;
 use crate::common::*;
-
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
-const PASSWORD: &str = "correct horse battery staple";
-
-const HOST_CLIENT: &str = r#"
-[[clients]]
-client_id = "mcp-host"
-name = "Desktop Assistant"
-grant_types = ["authorization_code", "refresh_token"]
-scopes = ["read", "write"]
-token_endpoint_auth_method = "none"
-redirect_uris = ["http://127.0.0.1/callback"]
-"#;
-
-fn authorize_path(extra: &[(&str, &str)]) -> String {
-    let mut params = vec![
-        ("response_type", "code"),
-        ("client_id", "mcp-host"),
-        ("redirect_uri", "http://127.0.0.1:53117/callback"),
-        ("code_challenge", CHALLENGE),
-        ("code_challenge_method", "S256"),
-        ("state", "xyz"),
-        ("resource", API),
-        ("scope", "read write"),
-    ];
-    for (k, v) in extra {
-        params.retain(|(pk, _)| pk != k);
-        if !v.is_empty() {
-            params.push((k, v));
-        }
-    }
-    let q: String = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(params)
-        .finish();
-    format!("/authorize?{q}")
-}
 
 async fn start(db: &TestDb) -> Harness {
     start_env(db, &[]).await
@@ -56,34 +20,8 @@ async fn start(db: &TestDb) -> Harness {
 
 async fn start_env(db: &TestDb, env: &'static [(&'static str, &'static str)]) -> Harness {
     let h = Harness::start_with(db, HOST_CLIENT, env).await;
-    let (s, _) = h
-        .admin_send(
-            Method::POST,
-            "/admin/users",
-            Some(json!({"username": "alice", "password": PASSWORD})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
+    add_alice(&h).await;
     h
-}
-
-async fn redeem(
-    h: &Harness,
-    code: &str,
-    verifier: &str,
-) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    h.post_form(
-        "/token",
-        &[
-            ("grant_type", "authorization_code"),
-            ("client_id", "mcp-host"),
-            ("code", code),
-            ("redirect_uri", "http://127.0.0.1:53117/callback"),
-            ("code_verifier", verifier),
-        ],
-        None,
-    )
-    .await
 }
 
 async fn full_flow_with_consent_and_refresh(db: &TestDb) {

@@ -23,23 +23,11 @@ use serde_json::{json, Value};
 use sha2::Digest as _;
 
 use crate::common::browser::{Browser, Page};
+use crate::common::code_flow::*;
 use crate::common::*;
 
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
-const PASSWORD: &str = "correct horse battery staple";
 const RP_SECRET: &str = "corp-oidc-secret-of-some-length";
 const CALLBACK: &str = "/login/oidc/corp/callback";
-
-const HOST_CLIENT: &str = r#"
-[[clients]]
-client_id = "mcp-host"
-name = "Desktop Assistant"
-grant_types = ["authorization_code", "refresh_token"]
-scopes = ["read", "write"]
-token_endpoint_auth_method = "none"
-redirect_uris = ["http://127.0.0.1/callback"]
-"#;
 
 // ---------------------------------------------------------------------------
 // The OpenID Provider
@@ -246,7 +234,7 @@ impl Browser<'_> {
     /// From the client's /authorize to the provider and back: returns the
     /// callback path (on this server) the provider redirected to.
     async fn through_provider(&mut self, op: &Op) -> String {
-        let login = self.get(&authorize_path()).await;
+        let login = self.get(&authorize_path(&[("scope", "read")])).await;
         assert_eq!(login.status, StatusCode::OK);
         assert!(
             login.body.contains("Sign in with Corp SSO"),
@@ -278,22 +266,6 @@ impl Browser<'_> {
     }
 }
 
-fn authorize_path() -> String {
-    let q: String = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs([
-            ("response_type", "code"),
-            ("client_id", "mcp-host"),
-            ("redirect_uri", "http://127.0.0.1:53117/callback"),
-            ("code_challenge", CHALLENGE),
-            ("code_challenge_method", "S256"),
-            ("state", "xyz"),
-            ("resource", API),
-            ("scope", "read"),
-        ])
-        .finish();
-    format!("/authorize?{q}")
-}
-
 async fn start(db: &TestDb) -> (Harness, Op) {
     let clock = Arc::new(FixedClock::new(SystemClock.now()));
     let op = Op::start(Arc::clone(&clock)).await;
@@ -320,14 +292,7 @@ client_secret_env = "CORP_OIDC_SECRET"
     )
     .await;
     // A local password user whose name the provider will also suggest.
-    let (s, _) = h
-        .admin_send(
-            Method::POST,
-            "/admin/users",
-            Some(json!({"username": "alice", "password": PASSWORD})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
+    add_alice(&h).await;
     (h, op)
 }
 
@@ -405,19 +370,7 @@ async fn sign_in_through_the_provider_then_consent_and_tokens(db: &TestDb) {
     assert_eq!(done.status, StatusCode::FOUND, "{}", done.body);
     assert_eq!(done.query("state").as_deref(), Some("xyz"));
     let code = done.query("code").unwrap();
-    let (s, _, tokens) = h
-        .post_form(
-            "/token",
-            &[
-                ("grant_type", "authorization_code"),
-                ("client_id", "mcp-host"),
-                ("code", &code),
-                ("redirect_uri", "http://127.0.0.1:53117/callback"),
-                ("code_verifier", VERIFIER),
-            ],
-            None,
-        )
-        .await;
+    let (s, _, tokens) = redeem(&h, &code, VERIFIER).await;
     assert_eq!(s, StatusCode::OK, "{tokens}");
     let claims = h
         .verify_independently(tokens["access_token"].as_str().unwrap(), API)
@@ -455,7 +408,7 @@ async fn sign_in_through_the_provider_then_consent_and_tokens(db: &TestDb) {
     assert_eq!(users(&h).await.len(), 2, "no second linked user");
     // The linked user has no password.
     let mut third = Browser::new(&h);
-    let login = third.get(&authorize_path()).await;
+    let login = third.get(&authorize_path(&[("scope", "read")])).await;
     let refused = third
         .post(
             "/login",
