@@ -26,7 +26,9 @@ use serde::Deserialize;
 
 use crate::authority::Authority;
 use crate::model::Client;
-use crate::token::{AccessTokenClaims, Actor, Extras, RequestedTokenType, TokenResponse};
+use crate::token::{
+    within_ceiling, AccessTokenClaims, Actor, Extras, RequestedTokenType, TokenResponse,
+};
 use crate::trust::PeerGrantRequest;
 use crate::Error;
 
@@ -299,18 +301,7 @@ impl Authority {
         if let Some(held) = &subject.scope {
             ceiling = ceiling.intersection(held);
         }
-        let granted = match scope {
-            Some(s) if !s.is_empty() => {
-                let excess = s.difference(&ceiling);
-                if !excess.is_empty() {
-                    return Err(Error::InvalidScope(
-                        format!("exchange may only narrow; not allowed: {excess}").into(),
-                    ));
-                }
-                s
-            }
-            _ => ceiling,
-        };
+        let granted = within_ceiling(ceiling, scope, "exchange may only narrow; not allowed")?;
         if granted.is_empty() {
             return Err(Error::InvalidScope(
                 "nothing of the subject token's scope applies here".into(),

@@ -16,7 +16,7 @@ use crate::authorize::{
     CODE_TTL,
 };
 use crate::model::{Client, GrantType, RefreshRecord, RefreshUse};
-use crate::token::{Extras, Issued, TokenResponse};
+use crate::token::{within_ceiling, Extras, Issued, TokenResponse};
 use crate::Error;
 
 fn bad_grant(why: &'static str) -> Error {
@@ -264,18 +264,7 @@ impl Authority {
                 "offline_access was not consented, or the consent no longer includes it",
             ));
         }
-        let scope = match scope {
-            Some(s) if !s.is_empty() => {
-                let excess = s.difference(&ceiling);
-                if !excess.is_empty() {
-                    return Err(Error::InvalidScope(
-                        format!("a refresh may not widen scope: {excess}").into(),
-                    ));
-                }
-                s
-            }
-            _ => ceiling,
-        };
+        let scope = within_ceiling(ceiling, scope, "a refresh may not widen scope")?;
         let scope = if gated {
             without_offline_access(&scope)
         } else {

@@ -550,25 +550,38 @@ fn grant_scope(
     resource: &Resource,
     requested: Option<ScopeSet>,
 ) -> Result<ScopeSet, Error> {
-    let allowed = client.scopes.intersection(&resource.scope_set());
-    let granted = match requested {
-        Some(req) if !req.is_empty() => {
-            let excess = req.difference(&allowed);
-            if !excess.is_empty() {
-                return Err(Error::InvalidScope(
-                    format!("scope not allowed for this client and resource: {excess}").into(),
-                ));
-            }
-            req
-        }
-        _ => allowed,
-    };
+    let granted = within_ceiling(
+        client.scopes.intersection(&resource.scope_set()),
+        requested,
+        "scope not allowed for this client and resource",
+    )?;
     if granted.is_empty() {
         return Err(Error::InvalidScope(
             "client has no scope on this resource".into(),
         ));
     }
     Ok(granted)
+}
+
+/// The scope a grant hands out: the requested one when it lies within
+/// `ceiling` (each grant computes its own), all of `ceiling` when none was
+/// requested, and `invalid_scope` naming the excess after `refusal` otherwise.
+pub(crate) fn within_ceiling(
+    ceiling: ScopeSet,
+    requested: Option<ScopeSet>,
+    refusal: &str,
+) -> Result<ScopeSet, Error> {
+    match requested {
+        Some(req) if !req.is_empty() => {
+            let excess = req.difference(&ceiling);
+            if excess.is_empty() {
+                Ok(req)
+            } else {
+                Err(Error::InvalidScope(format!("{refusal}: {excess}").into()))
+            }
+        }
+        _ => Ok(ceiling),
+    }
 }
 
 #[cfg(test)]

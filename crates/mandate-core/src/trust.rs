@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::authority::Authority;
 use crate::client_auth::Audience;
 use crate::model::{Client, ClientKeys};
-use crate::token::{Actor, Confirmation, Extras, TokenResponse};
+use crate::token::{within_ceiling, Actor, Confirmation, Extras, TokenResponse};
 use crate::Error;
 
 /// RFC 8693 token type of a JWT (the identity chaining grant).
@@ -289,18 +289,11 @@ impl Authority {
                 ScopeSet::parse(s).map_err(|e| Error::InvalidGrant(e.to_string().into()))?;
             ceiling = ceiling.intersection(&stated);
         }
-        let granted = match scope {
-            Some(s) if !s.is_empty() => {
-                let excess = s.difference(&ceiling);
-                if !excess.is_empty() {
-                    return Err(Error::InvalidScope(
-                        format!("not allowed by the grant, client or resource: {excess}").into(),
-                    ));
-                }
-                s
-            }
-            _ => ceiling,
-        };
+        let granted = within_ceiling(
+            ceiling,
+            scope,
+            "not allowed by the grant, client or resource",
+        )?;
         if granted.is_empty() {
             return Err(Error::InvalidScope(
                 "nothing of the grant applies here".into(),
