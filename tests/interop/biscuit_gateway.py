@@ -25,7 +25,8 @@ from biscuit_auth import Biscuit
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from mandate_server import AGENT_SECRET, RESOURCE, MandateServer, base_config
+from mandate_server import (AGENT_SECRET, RESOURCE, MandateServer, base_config, serve_on_loopback,
+                            stop_loopback)
 
 # RFC 8693 token exchange, and Mandate's token type for a Biscuit.
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -139,17 +140,13 @@ class McpUpstream:
             def log_message(self, *args):  # keep pytest's output clean
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = serve_on_loopback(Handler, "mcp-upstream")
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, name="mcp-upstream", daemon=True).start()
         return self
 
     def stop(self) -> None:
         server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        stop_loopback(server)
 
 
 # --- the Mandate -------------------------------------------------------------

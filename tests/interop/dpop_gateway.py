@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from joserfc import jwt
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
-from mandate_server import MandateServer, base_config
+from mandate_server import MandateServer, base_config, serve_on_loopback, stop_loopback
 
 # The protected agent: its audience, its scope, and its gateway route.
 PAY_RESOURCE = "https://pay-agent.example.com"
@@ -153,17 +153,13 @@ class Upstream:
             def log_message(self, *args):  # keep pytest's output clean
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = serve_on_loopback(Handler, "dpop-upstream")
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, name="dpop-upstream", daemon=True).start()
         return self
 
     def stop(self) -> None:
         server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        stop_loopback(server)
 
 
 # --- the Mandate -------------------------------------------------------------

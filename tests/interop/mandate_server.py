@@ -11,9 +11,11 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import tomllib
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
@@ -56,6 +58,22 @@ def free_port() -> int:
 
 
 # --- a tiny TOML writer (the standard library only reads TOML) --------------
+
+def serve_on_loopback(handler: type[BaseHTTPRequestHandler], name: str) -> ThreadingHTTPServer:
+    """Serves `handler` on 127.0.0.1 at a free port from a daemon thread (the
+    test upstreams and document hosts); `server_address[1]` is the port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+    return server
+
+
+def stop_loopback(server: ThreadingHTTPServer | None) -> None:
+    """Stops a server from `serve_on_loopback` (None: nothing to stop)."""
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+
 
 def _toml_key(k: str) -> str:
     return k if k.replace("_", "").replace("-", "").isalnum() else json.dumps(k)

@@ -10,9 +10,10 @@ Nothing here knows about pytest or about Mandate's code.
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from mandate_server import serve_on_loopback, stop_loopback
 
 
 @dataclass
@@ -71,13 +72,9 @@ class DocumentServer:
             def log_message(self, *args):
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, name="cimd-documents", daemon=True).start()
+        self._httpd = serve_on_loopback(Handler, "cimd-documents")
         return self
 
     def stop(self) -> None:
         httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
+        stop_loopback(httpd)
