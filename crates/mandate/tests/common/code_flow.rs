@@ -80,3 +80,21 @@ pub async fn redeem(
     )
     .await
 }
+
+/// Spends `refresh_token` at the token endpoint as `mcp-host`, asking for
+/// `scope` when given.
+pub async fn refresh(
+    h: &Harness,
+    refresh_token: &str,
+    scope: Option<&str>,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let mut form = vec![
+        ("grant_type", "refresh_token"),
+        ("client_id", "mcp-host"),
+        ("refresh_token", refresh_token),
+    ];
+    if let Some(s) = scope {
+        form.push(("scope", s));
+    }
+    h.post_form("/token", &form, None).await
+}

@@ -97,41 +97,27 @@ async fn full_flow_with_consent_and_refresh(db: &TestDb) {
     assert!(more.body.contains("Write things"));
 
     // Refresh rotates; the old token is then spent, and reusing it revokes the family.
-    let refresh = |t: String, scope: Option<&'static str>| {
-        let h = &h;
-        async move {
-            let mut f = vec![
-                ("grant_type", "refresh_token"),
-                ("client_id", "mcp-host"),
-                ("refresh_token", t.as_str()),
-            ];
-            if let Some(s) = scope {
-                f.push(("scope", s));
-            }
-            h.post_form("/token", &f, None).await
-        }
-    };
-    let (s, _, rotated) = refresh(first_refresh.clone(), None).await;
+    let (s, _, rotated) = refresh(&h, &first_refresh, None).await;
     assert_eq!(s, StatusCode::OK, "{rotated}");
     let second_refresh = rotated["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(second_refresh, first_refresh);
     assert_oauth_error(
-        &refresh(second_refresh.clone(), Some("read write")).await,
+        &refresh(&h, &second_refresh, Some("read write")).await,
         400,
         "invalid_scope",
     );
     // That refusal did not spend the second token: a plain refresh still works.
-    let (s, _, third) = refresh(second_refresh.clone(), None).await;
+    let (s, _, third) = refresh(&h, &second_refresh, None).await;
     assert_eq!(s, StatusCode::OK, "{third}");
     let third_refresh = third["refresh_token"].as_str().unwrap().to_owned();
     // Reusing the first (rotated) token revokes the whole family, the third too.
     assert_oauth_error(
-        &refresh(first_refresh.clone(), None).await,
+        &refresh(&h, &first_refresh, None).await,
         400,
         "invalid_grant",
     );
     assert_oauth_error(
-        &refresh(third_refresh.clone(), None).await,
+        &refresh(&h, &third_refresh, None).await,
         400,
         "invalid_grant",
     );
@@ -149,7 +135,7 @@ async fn full_flow_with_consent_and_refresh(db: &TestDb) {
         StatusCode::OK
     );
     assert_oauth_error(
-        &refresh(fresh_refresh.clone(), None).await,
+        &refresh(&h, &fresh_refresh, None).await,
         400,
         "invalid_grant",
     );
@@ -174,27 +160,11 @@ async fn reuse_of_a_rotated_refresh_token_revokes_the_family() {
     let mut b = Browser::new(&h);
     let tokens = authorize_and_redeem(&h, &mut b, "read").await;
     let r1 = tokens["refresh_token"].as_str().unwrap().to_owned();
-    let refresh = |t: &str| {
-        let t = t.to_owned();
-        let h = &h;
-        async move {
-            h.post_form(
-                "/token",
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("client_id", "mcp-host"),
-                    ("refresh_token", t.as_str()),
-                ],
-                None,
-            )
-            .await
-        }
-    };
-    let (_, _, second) = refresh(&r1).await;
+    let (_, _, second) = refresh(&h, &r1, None).await;
     let r2 = second["refresh_token"].as_str().unwrap().to_owned();
     // The thief replays r1: refused, and r2 (the legitimate holder's) dies too.
-    assert_oauth_error(&refresh(&r1).await, 400, "invalid_grant");
-    assert_oauth_error(&refresh(&r2).await, 400, "invalid_grant");
+    assert_oauth_error(&refresh(&h, &r1, None).await, 400, "invalid_grant");
+    assert_oauth_error(&refresh(&h, &r2, None).await, 400, "invalid_grant");
 }
 
 /// Signs alice in for `scope` (approving consent when asked) and returns the code.
@@ -245,17 +215,7 @@ async fn connected_agents_page_revokes_grants_and_refresh_tokens() {
         .await
         .body
         .contains(&format!("/grants/{id}/revoke")));
-    let (s, _, body) = h
-        .post_form(
-            "/token",
-            &[
-                ("grant_type", "refresh_token"),
-                ("client_id", "mcp-host"),
-                ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
-            ],
-            None,
-        )
-        .await;
+    let (s, _, body) = refresh(&h, tokens["refresh_token"].as_str().unwrap(), None).await;
     assert_eq!(
         s,
         StatusCode::BAD_REQUEST,
@@ -683,27 +643,13 @@ async fn offline_access_gates_refresh_tokens() {
         "read"
     );
     let first = tokens["refresh_token"].as_str().unwrap().to_owned();
-    let refresh = |t: String, scope: Option<&'static str>| {
-        let h = &h;
-        async move {
-            let mut f = vec![
-                ("grant_type", "refresh_token"),
-                ("client_id", "mcp-host"),
-                ("refresh_token", t.as_str()),
-            ];
-            if let Some(s) = scope {
-                f.push(("scope", s));
-            }
-            h.post_form("/token", &f, None).await
-        }
-    };
     // Asking only for offline_access is refused before the token is spent.
     assert_oauth_error(
-        &refresh(first.clone(), Some("offline_access")).await,
+        &refresh(&h, &first, Some("offline_access")).await,
         400,
         "invalid_scope",
     );
-    let (s, _, rotated) = refresh(first, None).await;
+    let (s, _, rotated) = refresh(&h, &first, None).await;
     assert_eq!(s, StatusCode::OK, "{rotated}");
     assert_eq!(rotated["scope"], "read");
     let second = rotated["refresh_token"].as_str().unwrap().to_owned();
@@ -721,7 +667,7 @@ async fn offline_access_gates_refresh_tokens() {
     ];
     let req = b.http.post(format!("{}/consent", h.base)).form(&form);
     assert_eq!(b.send(req).await.status, StatusCode::FOUND);
-    assert_oauth_error(&refresh(second, None).await, 400, "invalid_grant");
+    assert_oauth_error(&refresh(&h, &second, None).await, 400, "invalid_grant");
     // offline_access alone grants nothing; a client without the
     // refresh_token grant may not ask for it.
     let p = b.get(&authorize_path(&[("scope", "offline_access")])).await;
@@ -767,27 +713,16 @@ async fn disabling_a_user_ends_sessions_and_refresh_tokens(db: &TestDb) {
         signed_in.body.contains("Desktop Assistant"),
         "the session works"
     );
-    let refresh = |t: String| {
-        let h = &h;
-        async move {
-            h.post_form(
-                "/token",
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("client_id", "mcp-host"),
-                    ("refresh_token", t.as_str()),
-                ],
-                None,
-            )
-            .await
-        }
-    };
 
     let (s, _) = h
         .admin_send(Method::POST, "/admin/users/alice/disable", None)
         .await;
     assert!(s.is_success(), "{s}");
-    assert_oauth_error(&refresh(refresh_token.clone()).await, 400, "invalid_grant");
+    assert_oauth_error(
+        &refresh(&h, &refresh_token, None).await,
+        400,
+        "invalid_grant",
+    );
     assert_oauth_error(
         &redeem(&h, &pending_code, VERIFIER).await,
         400,
@@ -816,7 +751,11 @@ async fn disabling_a_user_ends_sessions_and_refresh_tokens(db: &TestDb) {
         .await;
     assert!(s.is_success(), "{s}");
     assert!(!b.get("/grants").await.body.contains("Desktop Assistant"));
-    assert_oauth_error(&refresh(refresh_token).await, 400, "invalid_grant");
+    assert_oauth_error(
+        &refresh(&h, &refresh_token, None).await,
+        400,
+        "invalid_grant",
+    );
     // Signing in again works, and the remembered consent still holds.
     let login = b.get(&authorize_path(&[("scope", "read")])).await;
     let done = b.sign_in(&login, PASSWORD).await;
