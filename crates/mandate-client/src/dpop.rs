@@ -16,8 +16,6 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use mandate_jose::{PrivateKeyDer, SigningAlg, SigningKey};
 use mandate_types::{random_token, UnixTime};
 use serde_json::{json, Value};
@@ -106,13 +104,7 @@ impl DpopKey {
         if let Some(t) = access_token {
             claims["ath"] = json!(mandate_jose::dpop::access_token_hash(t));
         }
-        let input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let (_, signature) = self.key.sign_detached_raw(input.as_bytes());
-        Ok(format!("{input}.{signature}"))
+        Ok(self.key.sign_with_header(&header, &claims)?)
     }
 }
 
@@ -213,6 +205,8 @@ pub fn asks_for_nonce(headers: &http::HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
     use mandate_jose::dpop::{verify_proof, DpopContext};
 
     fn ctx<'a>(

@@ -212,13 +212,7 @@ mod tests {
         let mut jwk = serde_json::to_value(k.public_jwk()).unwrap();
         jwk.as_object_mut().unwrap().remove("kid");
         let header = json!({"typ": typ, "alg": "ES256", "jwk": jwk});
-        let input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let (_, sig) = k.sign_detached_raw(input.as_bytes());
-        format!("{input}.{sig}")
+        k.sign_with_header(&header, &claims).unwrap()
     }
 
     fn ctx<'a>(nonces: Option<&'a [String]>, token: Option<&'a str>) -> DpopContext<'a> {

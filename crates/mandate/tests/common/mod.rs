@@ -401,13 +401,7 @@ impl ClientKey {
         if let Some(t) = token {
             claims["ath"] = json!(mandate_jose::dpop::access_token_hash(t));
         }
-        let input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let (_, sig) = self.key.sign_detached_raw(input.as_bytes());
-        format!("{input}.{sig}")
+        self.key.sign_with_header(&header, &claims).unwrap()
     }
 }
 
