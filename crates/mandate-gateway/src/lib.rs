@@ -115,7 +115,34 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Body> 
     r
 }
 
-/// RFC 9110 §7.6.1 hop-by-hop fields, plus those the `Connection` header names.
+/// The headers that carry the verified caller to the upstream, all under
+/// [`IDENTITY_PREFIX`].
+mod identity {
+    use http::HeaderName;
+
+    pub(crate) const SUBJECT: HeaderName = HeaderName::from_static("x-mandate-subject");
+    pub(crate) const CLIENT_ID: HeaderName = HeaderName::from_static("x-mandate-client-id");
+    pub(crate) const SCOPE: HeaderName = HeaderName::from_static("x-mandate-scope");
+    pub(crate) const ISSUER: HeaderName = HeaderName::from_static("x-mandate-issuer");
+    pub(crate) const TOKEN_ID: HeaderName = HeaderName::from_static("x-mandate-token-id");
+    pub(crate) const ACTOR_CHAIN: HeaderName = HeaderName::from_static("x-mandate-actor-chain");
+    pub(crate) const OPERATION: HeaderName = HeaderName::from_static("x-mandate-operation");
+}
+
+/// RFC 9110 §7.6.1 hop-by-hop fields (and the common non-standard ones).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes the hop-by-hop fields, and those the `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -124,20 +151,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    for n in named {
-        headers.remove(n);
-    }
-    for n in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
+    for n in named.iter().chain(&HOP_BY_HOP) {
         headers.remove(n);
     }
 }
@@ -161,6 +175,7 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .build(connector);
+        let metrics = GatewayMetrics::new(routes.all().iter().map(|r| r.path.as_str()));
         Self {
             limiter: card::RateLimiter::new(settings.card.rate_per_minute),
             routes,
@@ -172,7 +187,7 @@ impl Gateway {
             catalog,
             sink,
             cards: tokio::sync::Mutex::new(HashMap::new()),
-            metrics: GatewayMetrics::new(),
+            metrics,
         }
     }
 
@@ -593,22 +608,22 @@ fn prepare_upstream_headers(
         "http"
     };
     headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
-    let mut set = |name: &'static str, value: Option<&str>| {
+    let mut set = |name: HeaderName, value: Option<&str>| {
         if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
             headers.insert(name, v);
         }
     };
     if let Some(t) = allowed.token.as_deref() {
-        set("x-mandate-subject", Some(&t.subject));
-        set("x-mandate-client-id", t.client_id.as_deref());
-        set("x-mandate-scope", Some(&t.scope.to_string()));
-        set("x-mandate-issuer", Some(&t.issuer));
-        set("x-mandate-token-id", t.jti.as_deref());
+        set(identity::SUBJECT, Some(&t.subject));
+        set(identity::CLIENT_ID, t.client_id.as_deref());
+        set(identity::SCOPE, Some(&t.scope.to_string()));
+        set(identity::ISSUER, Some(&t.issuer));
+        set(identity::TOKEN_ID, t.jti.as_deref());
         if !t.actors.is_empty() {
-            set("x-mandate-actor-chain", Some(&t.actors.join(", ")));
+            set(identity::ACTOR_CHAIN, Some(&t.actors.join(", ")));
         }
     }
     if let Some(op) = allowed.operation {
-        set("x-mandate-operation", Some(op.name()));
+        set(identity::OPERATION, Some(op.name()));
     }
 }

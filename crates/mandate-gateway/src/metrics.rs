@@ -1,4 +1,11 @@
 //! Per-route gateway metrics.
+//!
+//! Each route's hot series (allowed requests, added and upstream latency) are
+//! created with the gateway and kept by route path, so a request only bumps
+//! atomics: no label strings are built and no family is locked. Denials,
+//! rarer and open-ended in reason, go through the labelled family.
+
+use std::collections::HashMap;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -21,17 +28,25 @@ fn histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.00001, 2.0, 20))
 }
 
+/// One route's series, shared with the families that expose them.
+struct RouteSeries {
+    allowed: Counter,
+    added: Histogram,
+    upstream: Histogram,
+}
+
 /// Requests by route and decision; guard and upstream latency by route.
 pub struct GatewayMetrics {
     registry: Registry,
     decisions: Family<Decision, Counter>,
     added: Family<RouteLabel, Histogram>,
     upstream: Family<RouteLabel, Histogram>,
+    routes: HashMap<String, RouteSeries>,
 }
 
 impl GatewayMetrics {
-    /// Registers the metrics.
-    pub fn new() -> Self {
+    /// Registers the metrics, with the series of each route in `routes`.
+    pub fn new<'a>(routes: impl IntoIterator<Item = &'a str>) -> Self {
         let mut registry = Registry::with_prefix("mandate_gateway");
         let decisions = Family::<Decision, Counter>::default();
         let added =
@@ -53,15 +68,41 @@ impl GatewayMetrics {
             "Upstream time to response headers",
             upstream.clone(),
         );
+        let routes = routes
+            .into_iter()
+            .map(|route| {
+                let label = RouteLabel {
+                    route: route.to_owned(),
+                };
+                let series = RouteSeries {
+                    allowed: decisions
+                        .get_or_create(&Decision {
+                            route: route.to_owned(),
+                            decision: "allow".to_owned(),
+                        })
+                        .clone(),
+                    added: added.get_or_create(&label).clone(),
+                    upstream: upstream.get_or_create(&label).clone(),
+                };
+                (route.to_owned(), series)
+            })
+            .collect();
         Self {
             registry,
             decisions,
             added,
             upstream,
+            routes,
         }
     }
 
     pub(crate) fn decision(&self, route: &str, decision: &str) {
+        if decision == "allow" {
+            if let Some(series) = self.routes.get(route) {
+                series.allowed.inc();
+                return;
+            }
+        }
         self.decisions
             .get_or_create(&Decision {
                 route: route.to_owned(),
@@ -71,6 +112,10 @@ impl GatewayMetrics {
     }
 
     pub(crate) fn added(&self, route: &str, seconds: f64) {
+        if let Some(series) = self.routes.get(route) {
+            series.added.observe(seconds);
+            return;
+        }
         self.added
             .get_or_create(&RouteLabel {
                 route: route.to_owned(),
@@ -79,6 +124,10 @@ impl GatewayMetrics {
     }
 
     pub(crate) fn upstream(&self, route: &str, seconds: f64) {
+        if let Some(series) = self.routes.get(route) {
+            series.upstream.observe(seconds);
+            return;
+        }
         self.upstream
             .get_or_create(&RouteLabel {
                 route: route.to_owned(),
@@ -93,11 +142,5 @@ impl GatewayMetrics {
             out.clear();
         }
         out
-    }
-}
-
-impl Default for GatewayMetrics {
-    fn default() -> Self {
-        Self::new()
     }
 }

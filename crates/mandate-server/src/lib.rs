@@ -222,7 +222,7 @@ pub async fn start(
         Some(Arc::new(gateway::AuthorityNonces(Arc::clone(&authority)))),
     )?;
 
-    let state = AppState {
+    let state = AppState::new(state::Shared {
         authority: Arc::clone(&authority),
         store: Arc::clone(&store),
         metrics: Arc::new(ops::Metrics::new()),
@@ -233,7 +233,7 @@ pub async fn start(
         )),
         gateway,
         upstream: Arc::new(upstream_logins(config)),
-    };
+    });
     // The request timeout covers the server's own routes, not the gateway's
     // fallback, whose routes have their own upstream timeouts.
     let timeout = tower_http::timeout::TimeoutLayer::with_status_code(
@@ -299,7 +299,8 @@ fn upstream_logins(config: &Config) -> mandate_core::upstream_login::UpstreamLog
 
 fn with_common_layers(router: Router<AppState>, state: &AppState, max_body: usize) -> Router {
     router
-        .layer(axum::middleware::from_fn_with_state(
+        // Routes only: the gateway's fallback has its own per-route metrics.
+        .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state.metrics),
             ops::observe,
         ))

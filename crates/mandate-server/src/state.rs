@@ -1,5 +1,6 @@
 //! What every handler can reach.
 
+use std::ops::Deref;
 use std::sync::Arc;
 
 use axum::extract::FromRef;
@@ -9,9 +10,28 @@ use mandate_types::SecretHash;
 
 use crate::ops::Metrics;
 
-/// Shared state of both listeners.
+/// Shared state of both listeners. Handlers take it by value, so it is one
+/// `Arc`: a clone per request costs one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// Wraps the shared state.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     /// The protocol engine.
     pub authority: Arc<Authority>,
     /// The store, for readiness checks.

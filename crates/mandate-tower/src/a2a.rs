@@ -163,6 +163,10 @@ pub struct JsonRpcCall {
 }
 
 /// Reads a JSON-RPC 2.0 request envelope. Batches are refused: A2A does not use them.
+///
+/// Only the envelope is decoded: `params` and other members are skipped
+/// without being built, and a member given twice is refused, so the gateway
+/// and the upstream cannot read different methods from one body.
 pub fn parse_jsonrpc(body: &[u8]) -> Result<JsonRpcCall, JsonRpcError> {
     #[derive(Deserialize)]
     struct Envelope {
@@ -171,11 +175,21 @@ pub fn parse_jsonrpc(body: &[u8]) -> Result<JsonRpcCall, JsonRpcError> {
         #[serde(default)]
         id: serde_json::Value,
     }
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| JsonRpcError::Parse)?;
-    if !value.is_object() {
-        return Err(JsonRpcError::InvalidRequest);
+    // A derived struct would also read an array positionally.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => JsonRpcError::InvalidRequest,
+                Err(_) => JsonRpcError::Parse,
+            },
+        );
     }
-    let env: Envelope = serde_json::from_value(value).map_err(|_| JsonRpcError::InvalidRequest)?;
+    let env: Envelope = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        // Well-formed JSON of the wrong shape (not an object, a member of
+        // the wrong type, a duplicate member).
+        serde_json::error::Category::Data => JsonRpcError::InvalidRequest,
+        _ => JsonRpcError::Parse,
+    })?;
     match (env.jsonrpc.as_deref(), env.method) {
         (Some("2.0"), Some(serde_json::Value::String(method))) if !method.is_empty() => {
             Ok(JsonRpcCall { method, id: env.id })
@@ -279,6 +293,22 @@ mod tests {
         assert_eq!(ok.id, serde_json::json!(7));
         assert_eq!(parse_jsonrpc(b"{not json"), Err(JsonRpcError::Parse));
         assert_eq!(parse_jsonrpc(b"[]"), Err(JsonRpcError::InvalidRequest));
+        assert_eq!(parse_jsonrpc(b" 5 x"), Err(JsonRpcError::Parse));
+        // Not read positionally, and one method only.
+        assert_eq!(
+            parse_jsonrpc(br#"["2.0","message/send",1]"#),
+            Err(JsonRpcError::InvalidRequest)
+        );
+        assert_eq!(
+            parse_jsonrpc(br#"{"jsonrpc":"2.0","method":"tasks/get","method":"message/send"}"#),
+            Err(JsonRpcError::InvalidRequest)
+        );
+        assert_eq!(
+            parse_jsonrpc(br#"{"jsonrpc":"2.0","method":"x","params":{"a":[1,{"b":null}]}} "#)
+                .unwrap()
+                .method,
+            "x"
+        );
         assert_eq!(
             parse_jsonrpc(br#"{"jsonrpc":"1.0","method":"x"}"#),
             Err(JsonRpcError::InvalidRequest)
