@@ -123,10 +123,14 @@ impl std::fmt::Display for ResourceUri {
     }
 }
 
-/// `bytes` random bytes from the OS generator, base64url without padding.
+/// `bytes` random bytes, base64url without padding.
+///
+/// From `rand`'s thread-local CSPRNG (ChaCha12, seeded from the OS and
+/// reseeded as it goes), not a `getrandom` system call per value: every
+/// issued token draws its `jti` here.
 pub fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
-    rand::rngs::OsRng.fill_bytes(&mut buf);
+    rand::thread_rng().fill_bytes(&mut buf);
     URL_SAFE_NO_PAD.encode(buf)
 }
 
