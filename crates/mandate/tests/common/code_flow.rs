@@ -23,10 +23,10 @@ token_endpoint_auth_method = "none"
 redirect_uris = ["http://127.0.0.1/callback"]
 "#;
 
-/// `/authorize` for `mcp-host` with PKCE, `state=xyz`, resource [`API`] and
-/// scope `read write`; each of `extra` replaces its parameter (or, empty,
-/// removes it).
-pub fn authorize_path(extra: &[(&str, &str)]) -> String {
+/// The authorization request parameters for `mcp-host` with PKCE,
+/// `state=xyz`, resource [`API`] and scope `read write`; each of `extra`
+/// replaces its parameter (or, empty, removes it). For `/authorize` and PAR.
+pub fn authorize_params<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut params = vec![
         ("response_type", "code"),
         ("client_id", "mcp-host"),
@@ -43,6 +43,12 @@ pub fn authorize_path(extra: &[(&str, &str)]) -> String {
             params.push((k, v));
         }
     }
+    params
+}
+
+/// `/authorize` with [`authorize_params`].
+pub fn authorize_path(extra: &[(&str, &str)]) -> String {
+    let params = authorize_params(extra);
     let q: String = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(params)
         .finish();

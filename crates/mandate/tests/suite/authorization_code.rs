@@ -387,23 +387,10 @@ async fn pushed_authorization_requests() {
     let push = |extra: &'static [(&'static str, &'static str)]| {
         let h = &h;
         async move {
-            let mut form = vec![
-                ("client_id", "mcp-host"),
-                ("response_type", "code"),
-                ("redirect_uri", "http://127.0.0.1:53117/callback"),
-                ("code_challenge", CHALLENGE),
-                ("code_challenge_method", "S256"),
-                ("state", "pushed"),
-                ("resource", API),
-                ("scope", "read"),
-            ];
-            for (k, v) in extra {
-                form.retain(|(fk, _)| fk != k);
-                if !v.is_empty() {
-                    form.push((k, v));
-                }
-            }
-            h.post_form("/par", &form, None).await
+            let mut overrides = vec![("state", "pushed"), ("scope", "read")];
+            overrides.extend_from_slice(extra);
+            h.post_form("/par", &authorize_params(&overrides), None)
+                .await
         }
     };
     // Invalid pushed requests get the code /authorize would have redirected with.
