@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+use axum::serve::ListenerExt as _;
 use axum::Router;
 use mandate_config::Config;
 use mandate_core::audit::AuditLog;
@@ -324,6 +325,10 @@ async fn serve(
             let _ = stopped.wait_for(|s| *s).await;
         };
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        // No Nagle delay on answers (nginx's `tcp_nodelay on` default).
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
