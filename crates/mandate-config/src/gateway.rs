@@ -70,8 +70,20 @@ pub struct RouteConfig {
     pub pass_token: bool,
     /// Upstream response-header timeout, seconds.
     pub upstream_timeout: i64,
+    /// For an https upstream: the CAs its certificate must chain to, instead
+    /// of the public web PKI.
+    pub upstream_ca: Option<UpstreamCa>,
     /// MCP: browser origins allowed besides the gateway's own.
     pub allowed_origins: Vec<String>,
+}
+
+/// `upstream_ca_file`: where the CA certificates came from, and their PEM.
+#[derive(Debug, Clone)]
+pub struct UpstreamCa {
+    /// The file, as configured.
+    pub file: String,
+    /// Its contents; parsed when the gateway starts.
+    pub pem: Vec<u8>,
 }
 
 /// The gateway's configuration.
@@ -172,12 +184,30 @@ pub(crate) fn gateway_config(raw: RawGateway, issuer: &str) -> Result<GatewayCon
         }
         let upstream = url::Url::parse(&r.upstream)
             .map_err(|e| err(key("upstream"), format!("{:?}: {e}", r.upstream)))?;
-        if upstream.scheme() != "http"
+        if !matches!(upstream.scheme(), "http" | "https")
             || upstream.query().is_some()
             || upstream.fragment().is_some()
         {
-            return Err(err(key("upstream"), "must be an http:// URL without query or fragment (TLS to upstreams is not supported yet)"));
+            return Err(err(
+                key("upstream"),
+                "must be an http:// or https:// URL without query or fragment",
+            ));
         }
+        let upstream_ca = match r.upstream_ca_file {
+            None => None,
+            Some(_) if upstream.scheme() != "https" => {
+                return Err(err(
+                    key("upstream_ca_file"),
+                    "only for an https:// upstream",
+                ))
+            }
+            Some(file) => {
+                let pem = std::fs::read(&file).map_err(|e| {
+                    err(key("upstream_ca_file"), format!("cannot read {file}: {e}"))
+                })?;
+                Some(UpstreamCa { file, pem })
+            }
+        };
         let protocol = match r.protocol.as_deref() {
             None | Some("http") => Protocol::Http,
             Some("a2a") => Protocol::A2a,
@@ -324,6 +354,7 @@ pub(crate) fn gateway_config(raw: RawGateway, issuer: &str) -> Result<GatewayCon
             public: r.public,
             pass_token: r.pass_token,
             upstream_timeout,
+            upstream_ca,
             allowed_origins,
         });
     }

@@ -19,7 +19,7 @@ use mandate_core::registration::RegistrationMode;
 use mandate_jose::SigningAlg;
 use mandate_types::{ClientId, ResourceUri, Scope, ScopeSet, SecretHash};
 
-pub use gateway::{GatewayConfig, IssuerConfig, RouteConfig};
+pub use gateway::{GatewayConfig, IssuerConfig, RouteConfig, UpstreamCa};
 pub use login::LoginConfig;
 pub use raw::RawConfig;
 

@@ -91,6 +91,7 @@ pub struct RawRoute {
     #[serde(default)]
     pub pass_token: bool,
     pub upstream_timeout: Option<String>,
+    pub upstream_ca_file: Option<String>,
     #[serde(default)]
     pub allowed_origins: Vec<String>,
 }

@@ -112,6 +112,8 @@ CancelTask = ["expense:submit"]
         ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"http://a\"\nresource = \"https://r\"\nprotocol = \"a2a\"\n[gateway.routes.operations]\nSend = [\"a\"]", "gateway.routes[0].operations"),
         ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"http://a\"\nresource = \"https://r\"\n[gateway.routes.operations]\nSendMessage = [\"a\"]", "gateway.routes[0].operations"),
         ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"ftp://a\"\nresource = \"https://r\"", "gateway.routes[0].upstream"),
+        ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"http://a\"\nresource = \"https://r\"\nupstream_ca_file = \"Cargo.toml\"", "gateway.routes[0].upstream_ca_file"),
+        ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"https://a\"\nresource = \"https://r\"\nupstream_ca_file = \"/no/such/ca.pem\"", "gateway.routes[0].upstream_ca_file"),
         ("[gateway]\ndefault_route = \"/nope\"", "gateway.default_route"),
     ];
     for (file, key) in bad {
@@ -233,4 +235,23 @@ client_secret_env = "CORP_SECRET"
             .login
             .insecure_allow_http_oidc_on_loopback
     );
+}
+
+#[test]
+fn https_upstreams_with_and_without_their_own_ca() {
+    let no_env = |_: &str| None;
+    let ca = std::env::temp_dir().join(format!("mandate-config-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let file = format!(
+        "[[gateway.routes]]\npath = \"/public-pki\"\nupstream = \"https://agent.example.com\"\nresource = \"https://r\"\n\
+         [[gateway.routes]]\npath = \"/private-pki\"\nupstream = \"https://10.0.0.7:8443\"\nresource = \"https://r\"\nupstream_ca_file = {:?}\n",
+        ca.display().to_string()
+    );
+    let c = Config::load(Some(&file), &Overrides::default(), &no_env).unwrap();
+    std::fs::remove_file(&ca).unwrap();
+    let routes = &c.gateway.routes;
+    assert!(routes[0].upstream_ca.is_none());
+    let own = routes[1].upstream_ca.as_ref().unwrap();
+    assert_eq!(own.pem, b"-----BEGIN CERTIFICATE-----\n");
+    assert_eq!(own.file, ca.display().to_string());
 }

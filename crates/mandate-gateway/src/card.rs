@@ -306,6 +306,7 @@ mod tests {
             )]
             .into(),
             upstream_timeout: Duration::from_secs(5),
+            client: crate::UpstreamTls::public_roots().unwrap().client(),
         }
     }
 

@@ -16,20 +16,18 @@ pub mod card;
 pub mod mcp;
 pub mod metrics;
 pub mod route;
+pub mod upstream;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use mandate_tower::mcp::{ItemKind, McpItem};
 use mandate_tower::{Allowed, Guard, Protocol, RequestView};
 use mandate_types::Clock;
@@ -38,6 +36,7 @@ use serde_json::json;
 pub use card::{CardSettings, CardSigner, ScopeCatalog};
 pub use metrics::GatewayMetrics;
 pub use route::{Route, RouteTable};
+pub use upstream::{UpstreamClient, UpstreamTls};
 
 /// Identity headers set for the upstream; incoming copies are removed.
 pub const IDENTITY_PREFIX: &str = "x-mandate-";
@@ -95,7 +94,6 @@ pub struct Gateway {
     routes: RouteTable,
     guard: Arc<Guard>,
     clock: Arc<dyn Clock>,
-    client: Client<HttpConnector, Body>,
     settings: GatewaySettings,
     signer: Arc<dyn CardSigner>,
     catalog: Arc<dyn ScopeCatalog>,
@@ -168,20 +166,12 @@ impl Gateway {
         catalog: Arc<dyn ScopeCatalog>,
         sink: Arc<dyn DecisionSink>,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
         let metrics = GatewayMetrics::new(routes.all().iter().map(|r| r.path.as_str()));
         Self {
             limiter: card::RateLimiter::new(settings.card.rate_per_minute),
             routes,
             guard,
             clock,
-            client,
             settings,
             signer,
             catalog,
@@ -348,7 +338,7 @@ impl Gateway {
             let req = Request::get(uri)
                 .body(Body::empty())
                 .map_err(|e| e.to_string())?;
-            let resp = tokio::time::timeout(route.upstream_timeout, self.client.request(req))
+            let resp = tokio::time::timeout(route.upstream_timeout, route.client.request(req))
                 .await
                 .map_err(|_| "timed out".to_owned())?
                 .map_err(|e| e.to_string())?;
@@ -451,7 +441,7 @@ impl Gateway {
         let upstream_started = Instant::now();
         let result = tokio::time::timeout(
             route.upstream_timeout,
-            self.client.request(Request::from_parts(parts, body)),
+            route.client.request(Request::from_parts(parts, body)),
         )
         .await;
         let (response, reason) = match result {

@@ -17,12 +17,11 @@ use axum::body::Body;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request};
 use http_body_util::{BodyExt as _, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use mandate_tower::mcp::{ItemKind, McpItem, ToolCatalog, ToolInfo};
 
 use serde_json::{json, Value};
+
+use crate::upstream::UpstreamClient;
 
 /// How long a learned tool list is used.
 const CATALOG_TTL: Duration = Duration::from_secs(60);
@@ -41,17 +40,17 @@ struct Learned {
 /// The upstream's tools, learned over MCP.
 pub struct UpstreamCatalog {
     url: String,
-    client: Client<HttpConnector, Body>,
+    client: UpstreamClient,
     timeout: Duration,
     learned: tokio::sync::Mutex<Option<Learned>>,
 }
 
 impl UpstreamCatalog {
-    /// A catalog for the MCP endpoint at `url`.
-    pub fn new(url: &str, timeout: Duration) -> Self {
+    /// A catalog for the MCP endpoint at `url`, reached through `client`.
+    pub fn new(url: &str, client: UpstreamClient, timeout: Duration) -> Self {
         Self {
             url: url.to_owned(),
-            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            client,
             timeout,
             learned: tokio::sync::Mutex::new(None),
         }

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mandate_tower::ProtectedResource;
+
+use crate::upstream::UpstreamClient;
 use mandate_types::ScopeSet;
 
 /// One gateway route, validated.
@@ -24,6 +26,9 @@ pub struct Route {
     pub skills: BTreeMap<String, ScopeSet>,
     /// How long to wait for the upstream's response headers.
     pub upstream_timeout: Duration,
+    /// The connection pool to the upstream, with the TLS trust it needs
+    /// (see [`crate::upstream`]).
+    pub client: UpstreamClient,
 }
 
 impl Route {

@@ -19,7 +19,7 @@ use mandate_core::keyring::{KeySnapshot, Keyring, Keyrings};
 use mandate_core::Store;
 use mandate_gateway::{
     CardSettings, CardSigner, DecisionEvent, DecisionSink, Gateway, GatewaySettings, Route,
-    RouteTable, ScopeCatalog,
+    RouteTable, ScopeCatalog, UpstreamTls,
 };
 use mandate_jose::JwkSet;
 use mandate_tower::keys::HttpKeys;
@@ -223,7 +223,7 @@ pub fn build(
     clock: Arc<dyn Clock>,
     revocations: Arc<StoreRevocations>,
     nonces: Option<Arc<dyn DpopNonces>>,
-) -> Result<Option<Arc<Gateway>>, reqwest::Error> {
+) -> Result<Option<Arc<Gateway>>, crate::StartError> {
     let Keyrings {
         jws: keyring,
         biscuit: biscuit_keyring,
@@ -262,10 +262,22 @@ pub fn build(
             built: RwLock::new(None),
         }));
     }
-    let routes = g
-        .routes
-        .iter()
-        .map(|r| Route {
+    let gateway_error = crate::StartError::Gateway;
+    let public_pki = UpstreamTls::public_roots().map_err(gateway_error)?.client();
+    let mut routes = Vec::with_capacity(g.routes.len());
+    for (i, r) in g.routes.iter().enumerate() {
+        let client = match &r.upstream_ca {
+            None => public_pki.clone(),
+            Some(ca) => UpstreamTls::from_pem(&ca.pem)
+                .map_err(|e| {
+                    gateway_error(format!(
+                        "configuration key `gateway.routes[{i}].upstream_ca_file`: {}: {e}",
+                        ca.file
+                    ))
+                })?
+                .client(),
+        };
+        routes.push(Route {
             path: r.path.clone(),
             upstream: r.upstream.clone(),
             policy: ProtectedResource {
@@ -288,6 +300,7 @@ pub fn build(
                         resources: r.resources.clone(),
                         catalog: Arc::new(mandate_gateway::mcp::UpstreamCatalog::new(
                             r.upstream.as_str(),
+                            client.clone(),
                             Duration::from_secs(r.upstream_timeout.unsigned_abs().min(10)),
                         )),
                     }
@@ -297,8 +310,9 @@ pub fn build(
             pass_token: r.pass_token,
             skills: r.skills.clone(),
             upstream_timeout: Duration::from_secs(r.upstream_timeout.unsigned_abs()),
-        })
-        .collect();
+            client,
+        });
+    }
     let settings = GatewaySettings {
         authorization_servers: vec![config.issuer.clone()],
         card: CardSettings {

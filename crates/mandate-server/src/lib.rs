@@ -74,6 +74,9 @@ pub enum StartError {
     /// The HTTP client for outbound fetches.
     #[error("http client: {0}")]
     Http(#[from] reqwest::Error),
+    /// The gateway's routes (an upstream's CA file, say).
+    #[error("{0}")]
+    Gateway(String),
 }
 
 /// A running server.

@@ -1,6 +1,7 @@
 //! A small A2A-ish upstream agent for gateway tests: it records what it
 //! received, answers JSON-RPC, serves an Agent Card, streams SSE on demand,
-//! and can be slow.
+//! and can be slow. [`Upstream::start_tls`] serves the same over HTTPS with
+//! the certificate in `tests/fixtures/tls`.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -31,27 +32,59 @@ pub struct Upstream {
     /// Released by the test to let the SSE stream send its second event.
     pub release: Arc<Notify>,
     pub addr: Option<SocketAddr>,
+    pub tls: bool,
 }
+
+/// The test CA that signed the HTTPS upstream's certificate.
+pub const TEST_CA_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/ca.pem");
 
 impl Upstream {
     pub async fn start() -> Upstream {
-        let mut up = Upstream::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        up.addr = Some(listener.local_addr().unwrap());
-        let app = Router::new()
-            .route("/.well-known/agent-card.json", get(card))
-            .route("/slow", any(slow))
-            .route("/stream", any(stream))
-            .fallback(any(echo))
-            .with_state(up.clone());
+        let (up, listener) = Self::bind(false).await;
+        let app = up.router();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
         up
     }
 
+    /// The same upstream over HTTPS, as `127.0.0.1` with a certificate from
+    /// the test CA ([`TEST_CA_FILE`]).
+    pub async fn start_tls() -> Upstream {
+        let (up, tcp) = Self::bind(true).await;
+        let app = up.router();
+        let listener = TlsListener {
+            tcp,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server_tls())),
+        };
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        up
+    }
+
+    async fn bind(tls: bool) -> (Upstream, tokio::net::TcpListener) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up = Upstream {
+            addr: Some(listener.local_addr().unwrap()),
+            tls,
+            ..Upstream::default()
+        };
+        (up, listener)
+    }
+
+    fn router(&self) -> Router {
+        Router::new()
+            .route("/.well-known/agent-card.json", get(card))
+            .route("/slow", any(slow))
+            .route("/stream", any(stream))
+            .fallback(any(echo))
+            .with_state(self.clone())
+    }
+
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr.unwrap())
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr.unwrap())
     }
 
     pub fn last(&self) -> Seen {
@@ -143,4 +176,48 @@ async fn card(State(up): State<Upstream>) -> Response {
         ]
     }))
     .into_response()
+}
+
+fn server_tls() -> rustls::ServerConfig {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+    let certs = CertificateDer::pem_file_iter(format!("{dir}/upstream.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(format!("{dir}/upstream.key")).unwrap();
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap()
+}
+
+/// Accepts TCP connections and completes their TLS handshakes; a failed
+/// handshake (a client that does not trust the test CA) is dropped.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
 }

@@ -11,7 +11,7 @@ use mandate_types::Clock as _;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::common::upstream::Upstream;
+use crate::common::upstream::{Upstream, TEST_CA_FILE};
 use crate::common::*;
 
 const ROUTE: &str = "/agents/expense";
@@ -420,6 +420,78 @@ async fn unreachable_upstream_is_502() {
     let (s, _, body) = h.call("/dead/x", Some(&token), None).await;
     assert_eq!(s, StatusCode::BAD_GATEWAY, "{body}");
     assert_eq!(body["error"], "bad_gateway");
+}
+
+/// An https upstream is verified against the route's own CA
+/// (`upstream_ca_file`); a route trusting only the public web PKI refuses the
+/// same upstream with a 502, and the upstream never sees that request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstream_is_verified_against_the_routes_ca() {
+    let db = TestDb::sqlite();
+    let up = Upstream::start_tls().await;
+    let toml: &'static str = Box::leak(
+        format!(
+            "[[gateway.routes]]\npath = \"/private-pki\"\nupstream = \"{url}/base\"\nresource = \"{API}\"\nscopes = [\"read\"]\nupstream_ca_file = \"{TEST_CA_FILE}\"\n\
+             [[gateway.routes]]\npath = \"/public-pki\"\nupstream = \"{url}\"\nresource = \"{API}\"\nscopes = [\"read\"]\n",
+            url = up.url()
+        )
+        .into_boxed_str(),
+    );
+    let h = Harness::start_with(&db, toml, &[]).await;
+    let token = h.access_token().await;
+    let (s, _, body) = h
+        .call("/private-pki/rpc", Some(&token), Some(rpc("GetTask")))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["path"], "/base/rpc");
+    let seen = up.last();
+    assert_eq!(seen.headers["x-mandate-client-id"], "agent-basic");
+    assert!(seen.headers.get("authorization").is_none());
+    assert_eq!(up.count(), 1);
+
+    let (s, _, body) = h
+        .call("/public-pki/rpc", Some(&token), Some(rpc("GetTask")))
+        .await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(body["error"], "bad_gateway");
+    assert_eq!(
+        up.count(),
+        1,
+        "an upstream the route does not trust sees nothing"
+    );
+}
+
+/// A CA file without a usable certificate stops start-up, naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_ca_file_without_a_certificate_stops_start_up() {
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let extra = format!(
+        "[[gateway.routes]]\npath = \"/x\"\nupstream = \"https://127.0.0.1:9\"\nresource = \"{API}\"\nupstream_ca_file = \"{}\"\n",
+        ca.display()
+    );
+    let toml = base_config(
+        &db,
+        &ClientKey::new(mandate_jose::SigningAlg::ES256).public(),
+        &extra,
+    );
+    let env = env_with(&[]);
+    let flags = mandate_config::Overrides {
+        data_dir: Some(dir.path().join("data").display().to_string()),
+        ..mandate_config::Overrides::default()
+    };
+    let config = mandate_config::Config::load(Some(&toml), &flags, &env).unwrap();
+    let clock: Arc<dyn mandate_types::Clock> = Arc::new(mandate_types::SystemClock);
+    let Err(e) = mandate_server::start(&config, clock, &env).await else {
+        panic!("started with a CA file that holds no certificate");
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("gateway.routes[0].upstream_ca_file") && e.contains("no CERTIFICATE"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
