@@ -153,6 +153,17 @@ impl Store for CachedStore {
         self.inner.revoke_token(jti, expires_at).await
     }
 
+    async fn record_exchange(
+        &self,
+        jti: &str,
+        parent_jti: &str,
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .record_exchange(jti, parent_jti, expires_at)
+            .await
+    }
+
     async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError> {
         self.inner.is_revoked(jti).await
     }

@@ -21,7 +21,7 @@
 use mandate_audit::{NewEvent, Outcome};
 use mandate_biscuit::{ActorEntry, Grant};
 use mandate_jose::UnverifiedJwt;
-use mandate_types::{random_token, ResourceUri, ScopeSet};
+use mandate_types::{random_token, ResourceUri, ScopeSet, UnixTime};
 use serde::Deserialize;
 
 use crate::authority::Authority;
@@ -327,6 +327,26 @@ impl Authority {
         Ok(issued.response)
     }
 
+    /// Records that `jti` was exchanged from `parent`, so that revoking the
+    /// parent revokes it too, then looks at the parent once more: a
+    /// revocation that committed after the subject token was checked, but
+    /// before this record, found nothing to cascade to, so the exchange is
+    /// refused instead.
+    pub(crate) async fn record_exchange(
+        &self,
+        jti: &str,
+        parent: &str,
+        expires_at: UnixTime,
+    ) -> Result<(), Error> {
+        self.store.record_exchange(jti, parent, expires_at).await?;
+        if self.store.is_revoked(parent).await? {
+            return Err(Error::InvalidRequest(
+                "the subject_token was revoked".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Mints a Biscuit stating what [`Authority::issue`] would put in a JWT,
     /// and audits it before returning it.
     async fn issue_biscuit(
@@ -371,6 +391,9 @@ impl Authority {
             },
         )
         .map_err(|e| Error::Keys(e.to_string().into()))?;
+        if let Some(parent) = &extras.parent_jti {
+            self.record_exchange(&jti, parent, now + ttl).await?;
+        }
         let mut event = self.event("token.exchanged", Outcome::Success);
         event.client_id = Some(client.client_id.to_string());
         event.subject = Some(subject.to_owned());

@@ -63,8 +63,18 @@ pub trait Store: Send + Sync + 'static {
         expires_at: UnixTime,
     ) -> Result<bool, StoreError>;
 
-    /// Marks the token `jti` revoked until it would have expired.
+    /// Marks the token `jti` revoked until it would have expired, and with it
+    /// every token recorded as exchanged from it ([`Store::record_exchange`]),
+    /// at any depth, each until its own expiry. One statement: all or none.
     async fn revoke_token(&self, jti: &str, expires_at: UnixTime) -> Result<(), StoreError>;
+    /// Records that the token `jti` (expiring at `expires_at`) was exchanged
+    /// from the token `parent_jti`, so that revoking the parent revokes it.
+    async fn record_exchange(
+        &self,
+        jti: &str,
+        parent_jti: &str,
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError>;
     /// Whether `jti` is revoked.
     async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError>;
     /// Every revoked `jti` not yet expired at `now` (the gateway's revocation feed).

@@ -502,6 +502,10 @@ impl Authority {
             cnf: jkt.map(|jkt| Confirmation { jkt }),
         };
         let access_token = self.sign_jws(ACCESS_TOKEN_TYP, &claims, now)?;
+        if let Some(parent) = &parent_jti {
+            self.record_exchange(&claims.jti, parent, claims.exp)
+                .await?;
+        }
         let mut event = self.event("token.issued", Outcome::Success);
         event.client_id = Some(claims.client_id);
         event.subject = Some(claims.sub);

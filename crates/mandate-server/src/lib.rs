@@ -344,7 +344,11 @@ async fn serve(
 
 async fn housekeeping(authority: Arc<Authority>, mut stopped: watch::Receiver<bool>) {
     let mut reload = tokio::time::interval(KEY_RELOAD_EVERY);
-    let mut purge = tokio::time::interval(PURGE_EVERY);
+    // The first purge comes one period after start, not at once: nothing is
+    // due that cannot wait, and a purge at an unpredictable moment of
+    // start-up once raced a test that moved its clock past a client's TTL.
+    let mut purge =
+        tokio::time::interval_at(tokio::time::Instant::now() + PURGE_EVERY, PURGE_EVERY);
     loop {
         tokio::select! {
             _ = stopped.changed() => return,

@@ -361,11 +361,38 @@ impl Store for SqlStore {
     }
 
     async fn revoke_token(&self, jti: &str, expires_at: UnixTime) -> Result<(), StoreError> {
+        // The token and its descendants in one statement. `UNION` (not
+        // `UNION ALL`) stops at a row already seen; `WHERE true` is SQLite's
+        // way of telling an upsert's `ON CONFLICT` from a join's `ON`.
         sqlx::query(
-            "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) \
+            "WITH RECURSIVE tree (jti, expires_at) AS ( \
+                 SELECT $1, $2 \
+                 UNION \
+                 SELECT l.jti, l.expires_at FROM token_lineage l JOIN tree t ON l.parent_jti = t.jti \
+             ) \
+             INSERT INTO revoked_tokens (jti, expires_at) SELECT jti, expires_at FROM tree WHERE true \
              ON CONFLICT (jti) DO NOTHING",
         )
         .bind(jti.to_owned())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn record_exchange(
+        &self,
+        jti: &str,
+        parent_jti: &str,
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO token_lineage (jti, parent_jti, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(jti.to_owned())
+        .bind(parent_jti.to_owned())
         .bind(expires_at)
         .execute(&self.pool)
         .await
@@ -750,6 +777,7 @@ impl Store for SqlStore {
         for sql in [
             "DELETE FROM used_values WHERE expires_at < $1",
             "DELETE FROM revoked_tokens WHERE expires_at < $1",
+            "DELETE FROM token_lineage WHERE expires_at < $1",
             "DELETE FROM ephemeral WHERE expires_at < $1",
             "DELETE FROM refresh_tokens WHERE expires_at < $1",
         ] {

@@ -149,6 +149,18 @@ fn migration_5(backend: Backend) -> Vec<String> {
     steps
 }
 
+/// Which token was exchanged from which, so that revoking a token revokes
+/// what was exchanged from it. Rows go when the exchanged token expires.
+fn migration_6() -> Vec<String> {
+    [
+        "CREATE TABLE token_lineage (jti TEXT PRIMARY KEY, parent_jti TEXT NOT NULL, \
+         expires_at BIGINT NOT NULL)",
+        "CREATE INDEX token_lineage_parent ON token_lineage (parent_jti)",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 pub(crate) async fn apply(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
     let mut conn = pool.acquire().await.map_err(db)?;
     if backend == Backend::Postgres {
@@ -179,12 +191,13 @@ async fn apply_locked(
     .execute(&mut **conn)
     .await
     .map_err(db)?;
-    let migrations: [(i64, Vec<String>); 5] = [
+    let migrations: [(i64, Vec<String>); 6] = [
         (1, migration_1(backend)),
         (2, migration_2()),
         (3, migration_3()),
         (4, migration_4(backend)),
         (5, migration_5(backend)),
+        (6, migration_6()),
     ];
     for (version, steps) in migrations {
         // SQLite has no advisory lock: `BEGIN IMMEDIATE` takes the write lock

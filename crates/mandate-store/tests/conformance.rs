@@ -367,6 +367,56 @@ async fn revocation(db: &TestDb) {
 }
 for_each_backend!(revocation, revocation);
 
+/// Revoking a token revokes what was exchanged from it, at any depth, and
+/// nothing above or beside it; each keeps its own expiry for the purge.
+async fn revocation_cascades_down_exchanges(db: &TestDb) {
+    let store = db.store().await;
+    // root -> child -> grandchild; root -> sibling; other is unrelated.
+    store.record_exchange("child", "root", 5_000).await.unwrap();
+    store
+        .record_exchange("grandchild", "child", 4_000)
+        .await
+        .unwrap();
+    store
+        .record_exchange("sibling", "root", 6_000)
+        .await
+        .unwrap();
+    store
+        .record_exchange("other-child", "other", 6_000)
+        .await
+        .unwrap();
+    // Recording twice is fine.
+    store.record_exchange("child", "root", 5_000).await.unwrap();
+
+    store.revoke_token("child", 5_000).await.unwrap();
+    for (jti, revoked) in [
+        ("child", true),
+        ("grandchild", true),
+        ("root", false),
+        ("sibling", false),
+        ("other-child", false),
+    ] {
+        assert_eq!(store.is_revoked(jti).await.unwrap(), revoked, "{jti}");
+    }
+    store.revoke_token("root", 9_000).await.unwrap();
+    for jti in ["root", "child", "grandchild", "sibling"] {
+        assert!(store.is_revoked(jti).await.unwrap(), "{jti}");
+    }
+    assert!(!store.is_revoked("other-child").await.unwrap());
+    // Each revocation lasts until its own token's expiry.
+    let mut live = store.list_revoked(4_500).await.unwrap();
+    live.sort();
+    assert_eq!(live, ["child", "root", "sibling"]);
+    // The lineage goes with the purge once the exchanged token expired.
+    store.purge_expired(7_000).await.unwrap();
+    store.revoke_token("other", 9_000).await.unwrap();
+    assert!(!store.is_revoked("other-child").await.unwrap());
+}
+for_each_backend!(
+    revocation_cascades_down_exchanges,
+    revocation_cascades_down_exchanges
+);
+
 async fn purge_expired_removes_only_expired(db: &TestDb) {
     let store = db.store().await;
     let now = 10_000;
@@ -545,6 +595,7 @@ async fn upgrading_gives_existing_sessions_an_owner(db: &TestDb) {
     let mut conn = raw_connection(db).await;
     for sql in [
         "DELETE FROM mandate_migrations WHERE version >= 4",
+        "DROP TABLE token_lineage",
         "DROP INDEX ephemeral_owner",
         "ALTER TABLE ephemeral DROP COLUMN owner",
         "INSERT INTO ephemeral (namespace, key, doc, expires_at) VALUES \
@@ -751,10 +802,14 @@ async fn upgrading_keeps_the_trail_and_used_values(db: &TestDb) {
     assert!(store.use_once("jti", "spent", i64::MAX).await.unwrap());
     store.close().await;
     let mut conn = raw_connection(db).await;
-    sqlx::query("DELETE FROM mandate_migrations WHERE version >= 5")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    // Back to version 4: what migrations 5 and 6 made goes (5 rebuilds the
+    // tables it changes, so only 6's table must be dropped by hand).
+    for sql in [
+        "DELETE FROM mandate_migrations WHERE version >= 5",
+        "DROP TABLE token_lineage",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
     conn.close().await.unwrap();
 
     let store = db.store().await;

@@ -161,7 +161,19 @@ async fn three_hops_each_narrower(db: &TestDb) {
     assert_eq!(seen.headers["x-mandate-client-id"], "payment");
     assert_eq!(seen.headers["x-mandate-actor-chain"], "payment, research");
 
-    // Revoking the subject token stops further exchanges from it.
+    // Revoking the subject token stops further exchanges from it, and
+    // revokes the tokens already exchanged from it, at every hop below.
+    let active = |t: String| {
+        let h = &h;
+        async move {
+            let (s, _, body) = h
+                .post_form("/introspect", &[("token", &t)], Some(("payment", SECRET)))
+                .await;
+            assert_eq!(s, StatusCode::OK, "{body}");
+            body["active"] == true
+        }
+    };
+    assert!(active(t1.clone()).await && active(t2.clone()).await);
     assert_eq!(
         h.post_form("/revoke", &[("token", &t0)], Some(("orchestrator", SECRET)))
             .await
@@ -170,6 +182,16 @@ async fn three_hops_each_narrower(db: &TestDb) {
     );
     assert_oauth_error(
         &exchange(&h, "research", &t0, &[]).await,
+        400,
+        "invalid_request",
+    );
+    assert!(!active(t1.clone()).await, "hop 1 revoked with its subject");
+    assert!(
+        !active(t2.clone()).await,
+        "hop 2 revoked with its subject's subject"
+    );
+    assert_oauth_error(
+        &exchange(&h, "payment", &t1, &[]).await,
         400,
         "invalid_request",
     );

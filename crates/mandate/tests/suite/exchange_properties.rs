@@ -220,6 +220,8 @@ struct Held {
     /// The actors, current first.
     chain: Vec<String>,
     revoked: bool,
+    /// The pool index of the token this one was exchanged from.
+    parent: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -489,6 +491,7 @@ impl Published {
                 exp: c.expires_at,
                 chain: c.actors.into_iter().map(|a| a.sub).collect(),
                 revoked: false,
+                parent: None,
             });
         }
         let c = self.jwt(token)?;
@@ -519,6 +522,7 @@ impl Published {
             exp: c["exp"].as_i64().unwrap_or_default(),
             chain,
             revoked: false,
+            parent: None,
         })
     }
 }
@@ -651,6 +655,13 @@ async fn steps_of_case(
                     .await;
                 prop_assert_eq!(s, StatusCode::OK, "revoke: {}", body);
                 pool[i].revoked = true;
+                // What was exchanged from it goes with it; a token always
+                // comes after its parent in the pool, so one pass suffices.
+                for j in i + 1..pool.len() {
+                    if pool[j].parent.is_some_and(|p| pool[p].revoked) {
+                        pool[j].revoked = true;
+                    }
+                }
                 trace.push(format!("{} revokes t{i}", pool[i].client_id));
                 ctx.audit_since(&mut after).await;
             }
@@ -664,6 +675,7 @@ async fn steps_of_case(
                 let subject = subject
                     .filter(|_| !pool.is_empty())
                     .map(|i| pool.len() - 1 - i % pool.len());
+                let parent = subject;
                 let held = subject.map(|i| &pool[i]);
                 let actor = match actor {
                     Pick::Any(i) => &AGENTS[i],
@@ -833,7 +845,7 @@ async fn steps_of_case(
                     reason
                 );
                 trace.push(format!("  = {}", got.show(pool.len())));
-                pool.push(got);
+                pool.push(Held { parent, ..got });
             }
         }
     }
