@@ -387,6 +387,9 @@ impl Store for SqlStore {
         parent_jti: &str,
         expires_at: UnixTime,
     ) -> Result<(), StoreError> {
+        if let Some(writer) = &self.writer {
+            return writer.record_exchange(jti, parent_jti, expires_at).await;
+        }
         sqlx::query(
             "INSERT INTO token_lineage (jti, parent_jti, expires_at) VALUES ($1, $2, $3) \
              ON CONFLICT (jti) DO NOTHING",

@@ -1,5 +1,6 @@
 //! The SQLite hot-path writer: one thread that owns two connections and does
-//! the writes on the request path, audit appends and single-use values.
+//! the writes on the request path: audit appends, single-use values and the
+//! lineage of exchanged tokens.
 //!
 //! Why a thread of its own instead of the sqlx pool: SQLite has one write
 //! lock per database. Through the pool, each statement of an audit batch is a
@@ -19,7 +20,10 @@
 //!   machine loses power before the next full commit, which at most lets a
 //!   proof from the last moments before the outage be replayed within its
 //!   short lifetime. They commit first, so a proof check never waits for an
-//!   audit batch's fsync it does not need.
+//!   audit batch's fsync it does not need. Token lineage (which token was
+//!   exchanged from which) commits the same way, before the exchanged
+//!   token's audit event, whose `FULL` commit then syncs it with it: both
+//!   connections append to the one WAL file.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -45,6 +49,12 @@ enum Job {
         value: String,
         expires_at: i64,
         reply: Reply<bool>,
+    },
+    Lineage {
+        jti: String,
+        parent_jti: String,
+        expires_at: i64,
+        reply: Reply<()>,
     },
     /// Answer at once: the thread is alive (for readiness).
     Ping(oneshot::Sender<()>),
@@ -109,6 +119,25 @@ impl SqliteWriter {
         answer.await.map_err(|_| gone())?
     }
 
+    /// Records that `jti` was exchanged from `parent_jti`.
+    pub(crate) async fn record_exchange(
+        &self,
+        jti: &str,
+        parent_jti: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Lineage {
+                jti: jti.to_owned(),
+                parent_jti: parent_jti.to_owned(),
+                expires_at,
+                reply,
+            })
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
     /// Whether the thread still takes jobs (it answers after the jobs queued
     /// before this one).
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
@@ -158,6 +187,7 @@ struct Connections {
 
 fn run(conn: &Connections, rx: &mpsc::Receiver<Job>) {
     let mut uses = Vec::new();
+    let mut lineages = Vec::new();
     let mut audits = Vec::new();
     let mut stopping = false;
     while let Ok(first) = rx.recv() {
@@ -170,6 +200,12 @@ fn run(conn: &Connections, rx: &mpsc::Receiver<Job>) {
                     expires_at,
                     reply,
                 } => uses.push(((namespace, value, expires_at), reply)),
+                Job::Lineage {
+                    jti,
+                    parent_jti,
+                    expires_at,
+                    reply,
+                } => lineages.push(((jti, parent_jti, expires_at), reply)),
                 Job::Audit { events, reply } => audits.push((events, reply)),
                 Job::Ping(reply) => {
                     let _ = reply.send(());
@@ -184,6 +220,10 @@ fn run(conn: &Connections, rx: &mpsc::Receiver<Job>) {
         if !uses.is_empty() {
             let (values, replies): (Vec<_>, Vec<_>) = uses.drain(..).unzip();
             answer(replies, commit_uses(&conn.uses, &values));
+        }
+        if !lineages.is_empty() {
+            let (values, replies): (Vec<_>, Vec<_>) = lineages.drain(..).unzip();
+            answer(replies, commit_lineage(&conn.uses, &values));
         }
         if !audits.is_empty() {
             let (batches, replies): (Vec<_>, Vec<_>) = audits.drain(..).unzip();
@@ -237,6 +277,30 @@ fn commit_uses(
     }
     tx.commit().map_err(db)?;
     Ok(firsts)
+}
+
+/// One transaction recording every (token, parent, expiry).
+fn commit_lineage(
+    conn: &Connection,
+    values: &[(String, String, i64)],
+) -> Result<Vec<()>, StoreError> {
+    let tx =
+        rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(db)?;
+    {
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO token_lineage (jti, parent_jti, expires_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (jti) DO NOTHING",
+            )
+            .map_err(db)?;
+        for (jti, parent_jti, expires_at) in values {
+            insert
+                .execute(params![jti, parent_jti, expires_at])
+                .map_err(db)?;
+        }
+    }
+    tx.commit().map_err(db)?;
+    Ok(vec![(); values.len()])
 }
 
 /// One transaction appending every batch, in order, to the
