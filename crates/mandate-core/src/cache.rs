@@ -158,7 +158,7 @@ impl Store for CachedStore {
         jti: &str,
         parent_jti: &str,
         expires_at: UnixTime,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.inner
             .record_exchange(jti, parent_jti, expires_at)
             .await

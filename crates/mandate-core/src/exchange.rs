@@ -328,18 +328,16 @@ impl Authority {
     }
 
     /// Records that `jti` was exchanged from `parent`, so that revoking the
-    /// parent revokes it too, then looks at the parent once more: a
-    /// revocation that committed after the subject token was checked, but
-    /// before this record, found nothing to cascade to, so the exchange is
-    /// refused instead.
+    /// parent revokes it too. A revocation that committed after the subject
+    /// token was checked, but before this record, found nothing to cascade
+    /// to; the store says so, and the exchange is refused instead.
     pub(crate) async fn record_exchange(
         &self,
         jti: &str,
         parent: &str,
         expires_at: UnixTime,
     ) -> Result<(), Error> {
-        self.store.record_exchange(jti, parent, expires_at).await?;
-        if self.store.is_revoked(parent).await? {
+        if self.store.record_exchange(jti, parent, expires_at).await? {
             return Err(Error::InvalidRequest(
                 "the subject_token was revoked".into(),
             ));

@@ -68,13 +68,16 @@ pub trait Store: Send + Sync + 'static {
     /// at any depth, each until its own expiry. One statement: all or none.
     async fn revoke_token(&self, jti: &str, expires_at: UnixTime) -> Result<(), StoreError>;
     /// Records that the token `jti` (expiring at `expires_at`) was exchanged
-    /// from the token `parent_jti`, so that revoking the parent revokes it.
+    /// from the token `parent_jti`, so that revoking the parent revokes it,
+    /// and then tells whether the parent is revoked: a revocation committed
+    /// before the record found nothing to cascade to, one committed after
+    /// it finds the record.
     async fn record_exchange(
         &self,
         jti: &str,
         parent_jti: &str,
         expires_at: UnixTime,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
     /// Whether `jti` is revoked.
     async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError>;
     /// Every revoked `jti` not yet expired at `now` (the gateway's revocation feed).

@@ -386,7 +386,7 @@ impl Store for SqlStore {
         jti: &str,
         parent_jti: &str,
         expires_at: UnixTime,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         if let Some(writer) = &self.writer {
             return writer.record_exchange(jti, parent_jti, expires_at).await;
         }
@@ -400,7 +400,7 @@ impl Store for SqlStore {
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        Ok(())
+        self.is_revoked(parent_jti).await
     }
 
     async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError> {

@@ -21,8 +21,8 @@
 //!   proof from the last moments before the outage be replayed within its
 //!   short lifetime. They commit first, so a proof check never waits for an
 //!   audit batch's fsync it does not need. Token lineage (which token was
-//!   exchanged from which) commits the same way, before the exchanged
-//!   token's audit event, whose `FULL` commit then syncs it with it: both
+//!   exchanged from which) commits in the same transaction, before the
+//!   exchanged token's audit event, whose `FULL` commit then syncs it: both
 //!   connections append to the one WAL file.
 
 use std::path::Path;
@@ -54,7 +54,7 @@ enum Job {
         jti: String,
         parent_jti: String,
         expires_at: i64,
-        reply: Reply<()>,
+        reply: Reply<bool>,
     },
     /// Answer at once: the thread is alive (for readiness).
     Ping(oneshot::Sender<()>),
@@ -119,13 +119,14 @@ impl SqliteWriter {
         answer.await.map_err(|_| gone())?
     }
 
-    /// Records that `jti` was exchanged from `parent_jti`.
+    /// Records that `jti` was exchanged from `parent_jti`; whether the parent
+    /// is revoked, read in the same transaction after the record.
     pub(crate) async fn record_exchange(
         &self,
         jti: &str,
         parent_jti: &str,
         expires_at: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job::Lineage {
@@ -217,13 +218,19 @@ fn run(conn: &Connections, rx: &mpsc::Receiver<Job>) {
                 break;
             }
         }
-        if !uses.is_empty() {
-            let (values, replies): (Vec<_>, Vec<_>) = uses.drain(..).unzip();
-            answer(replies, commit_uses(&conn.uses, &values));
-        }
-        if !lineages.is_empty() {
-            let (values, replies): (Vec<_>, Vec<_>) = lineages.drain(..).unzip();
-            answer(replies, commit_lineage(&conn.uses, &values));
+        if !uses.is_empty() || !lineages.is_empty() {
+            let (use_values, use_replies): (Vec<_>, Vec<_>) = uses.drain(..).unzip();
+            let (lineage_values, lineage_replies): (Vec<_>, Vec<_>) = lineages.drain(..).unzip();
+            match commit_small_writes(&conn.uses, &use_values, &lineage_values) {
+                Ok((firsts, revoked)) => {
+                    answer(use_replies, Ok(firsts));
+                    answer(lineage_replies, Ok(revoked));
+                }
+                Err(e) => {
+                    answer(use_replies, Err(e.clone()));
+                    answer(lineage_replies, Err(e));
+                }
+            }
         }
         if !audits.is_empty() {
             let (batches, replies): (Vec<_>, Vec<_>) = audits.drain(..).unzip();
@@ -251,56 +258,58 @@ fn answer<T>(replies: Vec<Reply<T>>, outcome: Result<Vec<T>, StoreError>) {
     }
 }
 
-/// One transaction inserting every value; for each, whether it was new.
-fn commit_uses(
+/// One transaction for the writes that need no fsync of their own: every
+/// single-use value (for each, whether it was new) and every exchanged
+/// token's lineage (for each, whether its parent is revoked, read after the
+/// record is written).
+fn commit_small_writes(
     conn: &Connection,
-    values: &[(String, String, i64)],
-) -> Result<Vec<bool>, StoreError> {
+    uses: &[(String, String, i64)],
+    lineages: &[(String, String, i64)],
+) -> Result<(Vec<bool>, Vec<bool>), StoreError> {
     let tx =
         rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(db)?;
-    let mut firsts = Vec::with_capacity(values.len());
+    let mut firsts = Vec::with_capacity(uses.len());
+    let mut revoked = Vec::with_capacity(lineages.len());
     {
-        let mut insert = tx
+        let mut use_once = tx
             .prepare_cached(
                 "INSERT INTO used_values (namespace, value, expires_at) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (namespace, value) DO NOTHING",
             )
             .map_err(db)?;
-        for (namespace, value, expires_at) in values {
+        for (namespace, value, expires_at) in uses {
             firsts.push(
-                insert
+                use_once
                     .execute(params![namespace, value, expires_at])
                     .map_err(db)?
                     == 1,
             );
         }
-    }
-    tx.commit().map_err(db)?;
-    Ok(firsts)
-}
-
-/// One transaction recording every (token, parent, expiry).
-fn commit_lineage(
-    conn: &Connection,
-    values: &[(String, String, i64)],
-) -> Result<Vec<()>, StoreError> {
-    let tx =
-        rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(db)?;
-    {
-        let mut insert = tx
-            .prepare_cached(
-                "INSERT INTO token_lineage (jti, parent_jti, expires_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (jti) DO NOTHING",
-            )
-            .map_err(db)?;
-        for (jti, parent_jti, expires_at) in values {
-            insert
-                .execute(params![jti, parent_jti, expires_at])
+        if !lineages.is_empty() {
+            let mut record = tx
+                .prepare_cached(
+                    "INSERT INTO token_lineage (jti, parent_jti, expires_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (jti) DO NOTHING",
+                )
                 .map_err(db)?;
+            let mut parent_revoked = tx
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?1)")
+                .map_err(db)?;
+            for (jti, parent_jti, expires_at) in lineages {
+                record
+                    .execute(params![jti, parent_jti, expires_at])
+                    .map_err(db)?;
+                revoked.push(
+                    parent_revoked
+                        .query_row([parent_jti], |row| row.get::<_, bool>(0))
+                        .map_err(db)?,
+                );
+            }
         }
     }
     tx.commit().map_err(db)?;
-    Ok(vec![(); values.len()])
+    Ok((firsts, revoked))
 }
 
 /// One transaction appending every batch, in order, to the

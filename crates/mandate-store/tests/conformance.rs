@@ -372,21 +372,17 @@ for_each_backend!(revocation, revocation);
 async fn revocation_cascades_down_exchanges(db: &TestDb) {
     let store = db.store().await;
     // root -> child -> grandchild; root -> sibling; other is unrelated.
-    store.record_exchange("child", "root", 5_000).await.unwrap();
-    store
-        .record_exchange("grandchild", "child", 4_000)
-        .await
-        .unwrap();
-    store
-        .record_exchange("sibling", "root", 6_000)
-        .await
-        .unwrap();
-    store
-        .record_exchange("other-child", "other", 6_000)
-        .await
-        .unwrap();
-    // Recording twice is fine.
-    store.record_exchange("child", "root", 5_000).await.unwrap();
+    for (jti, parent, exp) in [
+        ("child", "root", 5_000),
+        ("grandchild", "child", 4_000),
+        ("sibling", "root", 6_000),
+        ("other-child", "other", 6_000),
+        // Recording twice is fine.
+        ("child", "root", 5_000),
+    ] {
+        let parent_revoked = store.record_exchange(jti, parent, exp).await.unwrap();
+        assert!(!parent_revoked, "{jti}");
+    }
 
     store.revoke_token("child", 5_000).await.unwrap();
     for (jti, revoked) in [
@@ -403,6 +399,8 @@ async fn revocation_cascades_down_exchanges(db: &TestDb) {
         assert!(store.is_revoked(jti).await.unwrap(), "{jti}");
     }
     assert!(!store.is_revoked("other-child").await.unwrap());
+    // An exchange recorded after its parent's revocation hears of it.
+    assert!(store.record_exchange("late", "root", 6_000).await.unwrap());
     // Each revocation lasts until its own token's expiry.
     let mut live = store.list_revoked(4_500).await.unwrap();
     live.sort();
