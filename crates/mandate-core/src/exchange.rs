@@ -327,17 +327,28 @@ impl Authority {
         Ok(issued.response)
     }
 
-    /// Records that `jti` was exchanged from `parent`, so that revoking the
-    /// parent revokes it too. A revocation that committed after the subject
-    /// token was checked, but before this record, found nothing to cascade
-    /// to; the store says so, and the exchange is refused instead.
-    pub(crate) async fn record_exchange(
+    /// Audits an issued token and, for one exchanged from another
+    /// (`lineage`: its `jti`, the parent's, its expiry), records at the same
+    /// time which token it came from, so that revoking the parent revokes
+    /// it; both are done before the token is answered. A revocation of the
+    /// parent that committed after the subject token was checked, but before
+    /// the record, found nothing to cascade to: the store says so, and the
+    /// token is revoked itself and the exchange refused.
+    pub(crate) async fn audit_issued(
         &self,
-        jti: &str,
-        parent: &str,
-        expires_at: UnixTime,
+        event: NewEvent,
+        lineage: Option<(&str, &str, UnixTime)>,
     ) -> Result<(), Error> {
-        if self.store.record_exchange(jti, parent, expires_at).await? {
+        let Some((jti, parent, expires_at)) = lineage else {
+            return self.audit.record(event).await;
+        };
+        let (parent_revoked, audited) = tokio::join!(
+            self.store.record_exchange(jti, parent, expires_at),
+            self.audit.record(event)
+        );
+        audited?;
+        if parent_revoked? {
+            self.store.revoke_token(jti, expires_at).await?;
             return Err(Error::InvalidRequest(
                 "the subject_token was revoked".into(),
             ));
@@ -389,15 +400,12 @@ impl Authority {
             },
         )
         .map_err(|e| Error::Keys(e.to_string().into()))?;
-        if let Some(parent) = &extras.parent_jti {
-            self.record_exchange(&jti, parent, now + ttl).await?;
-        }
         let mut event = self.event("token.exchanged", Outcome::Success);
         event.client_id = Some(client.client_id.to_string());
         event.subject = Some(subject.to_owned());
         event.audience = Some(resource.id.to_string());
         event.scopes = Some(scope.to_string());
-        event.jti = Some(jti);
+        event.jti = Some(jti.clone());
         event.reason = Some(format!(
             "biscuit; acting chain: {}; exchanged from jti {}",
             extras
@@ -406,7 +414,11 @@ impl Authority {
                 .map_or_else(|| "-".to_owned(), |(a, _)| a.describe()),
             extras.parent_jti.as_deref().unwrap_or("-")
         ));
-        self.audit.record(event).await?;
+        let lineage = extras
+            .parent_jti
+            .as_deref()
+            .map(|parent| (jti.as_str(), parent, now + ttl));
+        self.audit_issued(event, lineage).await?;
         self.mark_activated(client).await?;
         Ok(TokenResponse {
             access_token: token,

@@ -502,10 +502,6 @@ impl Authority {
             cnf: jkt.map(|jkt| Confirmation { jkt }),
         };
         let access_token = self.sign_jws(ACCESS_TOKEN_TYP, &claims, now)?;
-        if let Some(parent) = &parent_jti {
-            self.record_exchange(&claims.jti, parent, claims.exp)
-                .await?;
-        }
         let mut event = self.event("token.issued", Outcome::Success);
         event.client_id = Some(claims.client_id);
         event.subject = Some(claims.sub);
@@ -526,7 +522,10 @@ impl Authority {
                 None => note,
             });
         }
-        self.audit.record(event).await?;
+        let lineage = parent_jti
+            .as_deref()
+            .map(|parent| (claims.jti.as_str(), parent, claims.exp));
+        self.audit_issued(event, lineage).await?;
         self.mark_activated(client).await?;
         Ok(Issued {
             response: TokenResponse {

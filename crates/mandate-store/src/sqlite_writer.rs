@@ -21,9 +21,9 @@
 //!   proof from the last moments before the outage be replayed within its
 //!   short lifetime. They commit first, so a proof check never waits for an
 //!   audit batch's fsync it does not need. Token lineage (which token was
-//!   exchanged from which) commits in the same transaction, before the
-//!   exchanged token's audit event, whose `FULL` commit then syncs it: both
-//!   connections append to the one WAL file.
+//!   exchanged from which) commits in the same transaction: a power loss
+//!   right after could at most keep a revocation of the parent from
+//!   reaching that one token, which still expires on its own.
 
 use std::path::Path;
 use std::sync::mpsc;
