@@ -392,7 +392,7 @@ impl Store for SqlStore {
         }
         sqlx::query(
             "INSERT INTO token_lineage (jti, parent_jti, expires_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (jti) DO NOTHING",
+             ON CONFLICT (parent_jti, jti) DO NOTHING",
         )
         .bind(jti.to_owned())
         .bind(parent_jti.to_owned())

@@ -290,7 +290,7 @@ fn commit_small_writes(
             let mut record = tx
                 .prepare_cached(
                     "INSERT INTO token_lineage (jti, parent_jti, expires_at) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (jti) DO NOTHING",
+                     ON CONFLICT (parent_jti, jti) DO NOTHING",
                 )
                 .map_err(db)?;
             let mut parent_revoked = tx
