@@ -213,6 +213,11 @@ pub struct Keyring {
     master: MasterKey,
     settings: KeyringSettings,
     snapshot: RwLock<Arc<KeySnapshot>>,
+    /// Held through a reload, from reading the store to swapping the
+    /// snapshot: two reloads at once (the periodic one, and one after a
+    /// rotation) could otherwise swap in the older reading last, and a
+    /// rotated key would vanish from the JWKS until the next reload.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl Keyring {
@@ -230,6 +235,7 @@ impl Keyring {
             master,
             settings,
             snapshot: RwLock::new(Arc::new(KeySnapshot::build(Vec::new(), &settings, 0))),
+            reloading: tokio::sync::Mutex::new(()),
         };
         keyring.reload().await?;
         let has_key = keyring
@@ -260,6 +266,7 @@ impl Keyring {
 
     /// Re-reads keys from the store (other replicas may have rotated).
     pub async fn reload(&self) -> Result<(), Error> {
+        let _one_at_a_time = self.reloading.lock().await;
         let stored = self.store.list_signing_keys().await?;
         let mut loaded = Vec::with_capacity(stored.len());
         for info in stored {
