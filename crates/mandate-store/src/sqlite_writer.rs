@@ -107,16 +107,20 @@ impl SqliteWriter {
         })
     }
 
+    /// Queues the job `make` builds around a reply channel, and waits for
+    /// its answer.
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(make(reply)).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
     /// Chains `events` after the trail's head and commits them durably.
     pub(crate) async fn append_audit(
         &self,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Event>, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::Audit { events, reply })
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        self.ask(|reply| Job::Audit { events, reply }).await
     }
 
     /// Records that `jti` was exchanged from `parent_jti`; whether the parent
@@ -127,16 +131,13 @@ impl SqliteWriter {
         parent_jti: &str,
         expires_at: i64,
     ) -> Result<bool, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::Lineage {
-                jti: jti.to_owned(),
-                parent_jti: parent_jti.to_owned(),
-                expires_at,
-                reply,
-            })
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        self.ask(|reply| Job::Lineage {
+            jti: jti.to_owned(),
+            parent_jti: parent_jti.to_owned(),
+            expires_at,
+            reply,
+        })
+        .await
     }
 
     /// Whether the thread still takes jobs (it answers after the jobs queued
@@ -164,16 +165,13 @@ impl SqliteWriter {
         value: &str,
         expires_at: i64,
     ) -> Result<bool, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::UseOnce {
-                namespace: namespace.to_owned(),
-                value: value.to_owned(),
-                expires_at,
-                reply,
-            })
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        self.ask(|reply| Job::UseOnce {
+            namespace: namespace.to_owned(),
+            value: value.to_owned(),
+            expires_at,
+            reply,
+        })
+        .await
     }
 }
 
