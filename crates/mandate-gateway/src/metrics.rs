@@ -39,8 +39,6 @@ struct RouteSeries {
 pub struct GatewayMetrics {
     registry: Registry,
     decisions: Family<Decision, Counter>,
-    added: Family<RouteLabel, Histogram>,
-    upstream: Family<RouteLabel, Histogram>,
     routes: HashMap<String, RouteSeries>,
 }
 
@@ -90,8 +88,6 @@ impl GatewayMetrics {
         Self {
             registry,
             decisions,
-            added,
-            upstream,
             routes,
         }
     }
@@ -111,28 +107,17 @@ impl GatewayMetrics {
             .inc();
     }
 
+    // The gateway only reports routes of its table, whose series exist.
     pub(crate) fn added(&self, route: &str, seconds: f64) {
         if let Some(series) = self.routes.get(route) {
             series.added.observe(seconds);
-            return;
         }
-        self.added
-            .get_or_create(&RouteLabel {
-                route: route.to_owned(),
-            })
-            .observe(seconds);
     }
 
     pub(crate) fn upstream(&self, route: &str, seconds: f64) {
         if let Some(series) = self.routes.get(route) {
             series.upstream.observe(seconds);
-            return;
         }
-        self.upstream
-            .get_or_create(&RouteLabel {
-                route: route.to_owned(),
-            })
-            .observe(seconds);
     }
 
     /// Text exposition.
