@@ -27,8 +27,8 @@ use rustls_pki_types::CertificateDer;
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 /// Whom an https upstream's certificate must chain to.
-#[derive(Debug, Clone)]
-pub struct UpstreamTls(Arc<ClientConfig>);
+#[derive(Debug)]
+pub struct UpstreamTls(ClientConfig);
 
 impl UpstreamTls {
     /// The public web PKI.
@@ -61,7 +61,7 @@ impl UpstreamTls {
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Ok(Self(Arc::new(config)))
+        Ok(Self(config))
     }
 
     /// A pooled client for `http://` upstreams and `https://` ones verified
@@ -73,7 +73,7 @@ impl UpstreamTls {
         // The TLS layer above decides the scheme; this one only connects.
         http.enforce_http(false);
         let connector = HttpsConnectorBuilder::new()
-            .with_tls_config((*self.0).clone())
+            .with_tls_config(self.0.clone())
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
