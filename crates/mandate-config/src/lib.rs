@@ -19,6 +19,9 @@ use mandate_core::registration::RegistrationMode;
 use mandate_jose::SigningAlg;
 use mandate_types::{ClientId, ResourceUri, Scope, ScopeSet, SecretHash};
 
+/// Most threads the public listener may run.
+pub const MAX_LISTENER_THREADS: usize = 256;
+
 pub use gateway::{GatewayConfig, IssuerConfig, RouteConfig, UpstreamCa};
 pub use login::LoginConfig;
 pub use raw::RawConfig;
@@ -107,6 +110,8 @@ pub struct Config {
     pub issuer: String,
     /// Public listener.
     pub listen: SocketAddr,
+    /// Threads serving the public listener, each its own event loop.
+    pub listener_threads: usize,
     /// Admin listener.
     pub admin_listen: SocketAddr,
     /// State directory (SQLite file, master key, admin token).
@@ -319,6 +324,16 @@ impl Config {
                 "must be between 1 and 32",
             ));
         }
+        let listener_threads = match raw.listener_threads {
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+            Some(n @ 1..=MAX_LISTENER_THREADS) => n,
+            Some(_) => {
+                return Err(err(
+                    "listener_threads",
+                    format!("must be between 1 and {MAX_LISTENER_THREADS}"),
+                ))
+            }
+        };
         let max_body_bytes = raw.limits.max_body_bytes.unwrap_or(64 * 1024);
         if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
             return Err(err(
@@ -445,6 +460,7 @@ impl Config {
             login,
             issuer,
             listen,
+            listener_threads,
             admin_listen,
             data_dir,
             database_url,

@@ -11,6 +11,7 @@ use serde::Deserialize;
 pub struct RawConfig {
     pub issuer: Option<String>,
     pub listen: Option<String>,
+    pub listener_threads: Option<usize>,
     pub data_dir: Option<String>,
     pub database_url: Option<String>,
     pub log_format: Option<String>,

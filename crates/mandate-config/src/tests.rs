@@ -19,6 +19,19 @@ fn defaults_with_no_file() {
 }
 
 #[test]
+fn listener_threads_default_to_one_per_cpu_and_are_bounded() {
+    let c = Config::load(None, &Overrides::default(), &no_env).unwrap();
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(c.listener_threads, cpus);
+    let c = Config::load(Some("listener_threads = 3"), &Overrides::default(), &no_env).unwrap();
+    assert_eq!(c.listener_threads, 3);
+    for bad in ["listener_threads = 0", "listener_threads = 257"] {
+        let e = Config::load(Some(bad), &Overrides::default(), &no_env).unwrap_err();
+        assert_eq!(e.key, "listener_threads", "{bad}");
+    }
+}
+
+#[test]
 fn precedence_is_flag_then_env_then_file() {
     let file = "listen = \"127.0.0.1:1000\"\nissuer = \"https://file.example\"";
     let env = |k: &str| (k == "MANDATE_ISSUER").then(|| "https://env.example/".to_owned());

@@ -1,5 +1,13 @@
 //! Connections to upstreams: pooled HTTP/1.1, in the clear or over TLS.
 //!
+//! Why one pool per thread: a pooled connection is driven by a task on the
+//! event loop that opened it. The public listener runs one single-threaded
+//! event loop per thread (`mandate-server`'s `listener`), so a connection
+//! shared between threads would cost a cross-thread wake-up on every request
+//! that borrowed it from another loop. With a pool per thread, a proxied
+//! request, its upstream connection and the answer stay on one thread; the
+//! price is up to one idle connection set per thread.
+//!
 //! Why one pool per trust: a route whose upstream has a certificate from a
 //! private CA (`upstream_ca_file`) must trust that CA and nothing else, while
 //! every other route trusts the public web PKI (the Mozilla roots compiled in
@@ -17,14 +25,45 @@ use std::time::Duration;
 use axum::body::Body;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::TokioExecutor;
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::CertificateDer;
+use thread_local::ThreadLocal;
 
-/// The pooled client the gateway forwards with.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
+type PooledClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// The client the gateway forwards with: one connection pool per thread
+/// that uses it, all with the same trust. Cloning shares the pools.
+#[derive(Clone)]
+pub struct UpstreamClient(Arc<PerThreadPools>);
+
+struct PerThreadPools {
+    connector: HttpsConnector<HttpConnector>,
+    pools: ThreadLocal<PooledClient>,
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamClient").finish_non_exhaustive()
+    }
+}
+
+impl UpstreamClient {
+    /// Sends `req` over this thread's pool (made on first use).
+    pub fn request(&self, req: http::Request<Body>) -> ResponseFuture {
+        let PerThreadPools { connector, pools } = &*self.0;
+        pools
+            .get_or(|| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .pool_max_idle_per_host(256)
+                    .build(connector.clone())
+            })
+            .request(req)
+    }
+}
 
 /// Whom an https upstream's certificate must chain to.
 #[derive(Debug)]
@@ -64,7 +103,7 @@ impl UpstreamTls {
         Ok(Self(config))
     }
 
-    /// A pooled client for `http://` upstreams and `https://` ones verified
+    /// A client for `http://` upstreams and `https://` ones verified
     /// against this trust.
     pub fn client(&self) -> UpstreamClient {
         let mut http = HttpConnector::new();
@@ -77,10 +116,10 @@ impl UpstreamTls {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector)
+        UpstreamClient(Arc::new(PerThreadPools {
+            connector,
+            pools: ThreadLocal::new(),
+        }))
     }
 }
 

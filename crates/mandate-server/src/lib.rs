@@ -12,6 +12,7 @@ pub mod errors;
 pub mod extract;
 pub mod fetch;
 pub mod gateway;
+mod listener;
 pub mod oauth;
 pub mod ops;
 pub mod pages;
@@ -23,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::serve::ListenerExt as _;
 use axum::Router;
 use mandate_config::Config;
 use mandate_core::audit::AuditLog;
@@ -77,6 +77,9 @@ pub enum StartError {
     /// The gateway's routes (an upstream's CA file, say).
     #[error("{0}")]
     Gateway(String),
+    /// The public listener's threads.
+    #[error("cannot start the listener threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// A running server.
@@ -90,6 +93,7 @@ pub struct RunningServer {
     /// The engine, for tests that want to look inside.
     pub authority: Arc<Authority>,
     stop: watch::Sender<bool>,
+    public: listener::PublicListener,
     tasks: Vec<JoinHandle<()>>,
     audit_writer: JoinHandle<()>,
     store: Arc<SqlStore>,
@@ -99,20 +103,25 @@ impl RunningServer {
     /// Stops accepting connections, finishes in-flight requests, flushes the
     /// audit trail and closes the database.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = t.await;
-        }
         let RunningServer {
             authority,
+            stop,
+            mut public,
+            tasks,
             audit_writer,
             store,
             ..
         } = self;
+        let _ = stop.send(true);
+        let _ = (&mut public.stopped).await;
+        for t in tasks {
+            let _ = t.await;
+        }
         // The writer ends once the last handle to the audit log is gone.
         drop(authority);
         let _ = tokio::time::timeout(Duration::from_secs(10), audit_writer).await;
         store.close().await;
+        public.release().await;
     }
 }
 
@@ -256,10 +265,14 @@ pub async fn start(
     );
 
     let (stop, stopped) = watch::channel(false);
-    let (public_addr, public_task) = serve(config.listen, public, stopped.clone()).await?;
-    let (admin_addr, admin_task) = serve(config.admin_listen, admin, stopped.clone()).await?;
+    let public = listener::PublicListener::start(
+        config.listen,
+        public,
+        config.listener_threads,
+        stopped.clone(),
+    )?;
+    let (admin_addr, admin_task) = serve_admin(config.admin_listen, admin, stopped.clone()).await?;
     let tasks = vec![
-        public_task,
         admin_task,
         tokio::spawn(housekeeping(Arc::clone(&authority), stopped.clone())),
         tokio::spawn(refresh_revocations(
@@ -270,11 +283,12 @@ pub async fn start(
         )),
     ];
     Ok(RunningServer {
-        public_addr,
+        public_addr: public.addr,
         admin_addr,
         admin_token,
         authority,
         stop,
+        public,
         tasks,
         audit_writer,
         store,
@@ -312,7 +326,7 @@ fn with_common_layers(router: Router<AppState>, state: &AppState, max_body: usiz
         .with_state(state.clone())
 }
 
-async fn serve(
+async fn serve_admin(
     addr: SocketAddr,
     app: Router,
     mut stopped: watch::Receiver<bool>,
@@ -328,10 +342,6 @@ async fn serve(
             let _ = stopped.wait_for(|s| *s).await;
         };
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        // No Nagle delay on answers (nginx's `tcp_nodelay on` default).
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
