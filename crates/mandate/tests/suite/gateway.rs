@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use mandate_core::Store as _;
 use mandate_testkit::{for_each_backend, TestDb};
 use mandate_types::Clock as _;
 use reqwest::StatusCode;
@@ -403,6 +404,66 @@ async fn streams_without_buffering_and_reports_upstream_failures() {
         .await;
     assert_eq!(s, StatusCode::GATEWAY_TIMEOUT, "{body}");
 }
+
+/// Shutdown stops accepting at once, lets a request in flight finish (here
+/// the gateway gives up on a slow upstream after the route's 1 s), and
+/// writes that request's decision to the audit trail before the store
+/// closes. On PostgreSQL the last batch may go through a connection opened
+/// on a listener thread, whose event loop must still be running then.
+async fn shutdown_finishes_in_flight_requests_and_their_audit(db: &TestDb) {
+    let (mut h, _up) = start(db).await;
+    let token = h.access_token().await;
+    let in_flight = tokio::spawn(
+        h.http
+            .post(format!("{}{ROUTE}/slow", h.base))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(rpc("GetTask").to_string())
+            .send(),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let stopping = tokio::spawn(h.server.take().unwrap().shutdown());
+    let fresh = reqwest::Client::new();
+    let mut refused = false;
+    for _ in 0..50 {
+        if fresh
+            .get(format!("{}/healthz", h.base))
+            .send()
+            .await
+            .is_err()
+        {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        refused,
+        "still accepting new connections after shutdown began"
+    );
+    let resp = in_flight.await.unwrap().unwrap();
+    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+    tokio::time::timeout(std::time::Duration::from_secs(15), stopping)
+        .await
+        .expect("shutdown finished")
+        .unwrap();
+    let events = db.store().await.audit_after(0, 10_000).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e
+                .event
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("route=/agents/expense")
+                    && r.contains("reason=upstream_timeout"))),
+        "the in-flight request's decision is in the trail"
+    );
+}
+for_each_backend!(
+    shutdown_is_graceful,
+    shutdown_finishes_in_flight_requests_and_their_audit
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_upstream_is_502() {
