@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+use axum::serve::ListenerExt as _;
 use axum::Router;
 use mandate_config::Config;
 use mandate_core::audit::AuditLog;
@@ -326,6 +327,8 @@ fn with_common_layers(router: Router<AppState>, state: &AppState, max_body: usiz
         .with_state(state.clone())
 }
 
+/// The admin listener, on the process's runtime: it serves operators, not agents,
+/// so it needs none of the public listener's threads (see `listener`).
 async fn serve_admin(
     addr: SocketAddr,
     app: Router,
@@ -342,6 +345,10 @@ async fn serve_admin(
             let _ = stopped.wait_for(|s| *s).await;
         };
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        // No Nagle delay on answers (nginx's `tcp_nodelay on` default).
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await

@@ -68,36 +68,57 @@ secret_env = "AGENT_SECRET"
         Self::start_with("").await
     }
 
+    /// A port found free may be taken by another test before the child binds
+    /// it (and `/readyz` would then answer from that other server), so the
+    /// child's start-up banner, printed once both listeners are bound, is
+    /// what says the ports are its own; on a bind failure, other ports.
     async fn start_with(extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (port, admin_port) = (free_port(), free_port());
-        Self::write_config(dir.path(), port, admin_port, extra);
-        let mut s = Self {
-            child: Self::spawn(dir.path()),
-            dir,
-            port,
-            admin_port,
-        };
-        s.wait_ready().await;
-        s
+        for _ in 0..5 {
+            let (port, admin_port) = (free_port(), free_port());
+            Self::write_config(dir.path(), port, admin_port, extra);
+            if let Some(child) = Self::spawn(dir.path()) {
+                let mut s = Self {
+                    child,
+                    dir,
+                    port,
+                    admin_port,
+                };
+                s.wait_ready().await;
+                return s;
+            }
+        }
+        panic!("mandate serve could not bind its ports in five tries");
     }
 
-    fn spawn(dir: &Path) -> Child {
-        Command::new(BIN)
+    /// Starts `mandate serve`; `None` when it exits before it is listening.
+    fn spawn(dir: &Path) -> Option<Child> {
+        use std::io::BufRead as _;
+        let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(dir.join("mandate.toml"))
             .arg("--data-dir")
             .arg(dir.join("data"))
             .env("AGENT_SECRET", SECRET)
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let listening = lines.any(|l| l.is_ok_and(|l| l.starts_with("Admin API on")));
+        // Keep the pipe drained so the child never blocks writing to it.
+        std::thread::spawn(move || lines.for_each(drop));
+        if listening {
+            Some(child)
+        } else {
+            let _ = child.wait();
+            None
+        }
     }
 
     async fn restart(&mut self) {
-        self.child = Self::spawn(self.dir.path());
+        self.child = Self::spawn(self.dir.path()).expect("mandate serve restarts on its ports");
         self.wait_ready().await;
     }
 
