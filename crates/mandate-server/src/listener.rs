@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 
 use axum::serve::ListenerExt as _;
 use axum::Router;
+use tokio::net::TcpSocket;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -48,8 +49,7 @@ impl PublicListener {
         stop: watch::Receiver<bool>,
     ) -> Result<Self, StartError> {
         let bind_error = |source| StartError::Bind { addr, source };
-        let socket = std::net::TcpListener::bind(addr).map_err(bind_error)?;
-        socket.set_nonblocking(true).map_err(bind_error)?;
+        let socket = listen(addr).map_err(bind_error)?;
         let bound = socket.local_addr().map_err(bind_error)?;
         let (release, released) = watch::channel(());
         let mut loops = Vec::with_capacity(threads);
@@ -96,6 +96,22 @@ impl PublicListener {
         })
         .await;
     }
+}
+
+/// A non-blocking listening socket on `addr`, set up as `tokio`'s own
+/// `TcpListener::bind` does (`SO_REUSEADDR` off Windows, a backlog of 1024
+/// rather than `std`'s smaller default), then released from this runtime so
+/// that each loop can register its own clone.
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    #[cfg(not(windows))]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)?.into_std()
 }
 
 /// One event loop: serve until stopped, say so, then keep the loop's
