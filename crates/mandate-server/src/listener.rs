@@ -27,6 +27,9 @@ use tokio::task::JoinHandle;
 
 use crate::StartError;
 
+/// Period of each loop's idle timer (see `serve`).
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The running event loops of the public listener.
 pub(crate) struct PublicListener {
     /// Where it is bound.
@@ -123,6 +126,16 @@ async fn serve(
     mut released: watch::Receiver<()>,
     done: oneshot::Sender<()>,
 ) {
+    // A timer due within the second keeps tokio's next wake-up close, so
+    // registering a request's upstream deadline (seconds away) never makes
+    // the loop re-arm its wait: an eventfd write and one more wake-up that
+    // about a third of requests paid at one connection (docs/BENCHMARKS.md).
+    let heartbeat = tokio::spawn(async {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        loop {
+            tick.tick().await;
+        }
+    });
     match tokio::net::TcpListener::from_std(socket) {
         Ok(listener) => {
             // No Nagle delay on answers (nginx's `tcp_nodelay on` default).
@@ -142,6 +155,7 @@ async fn serve(
         }
         Err(e) => tracing::error!(error = %e, "public listener could not join its event loop"),
     }
+    heartbeat.abort();
     let _ = done.send(());
     // Returns when the sender is dropped.
     let _ = released.changed().await;
