@@ -413,40 +413,37 @@ async fn streams_without_buffering_and_reports_upstream_failures() {
 async fn shutdown_finishes_in_flight_requests_and_their_audit(db: &TestDb) {
     let (mut h, _up) = start(db).await;
     let token = h.access_token().await;
-    let in_flight = tokio::spawn(
-        h.http
-            .post(format!("{}{ROUTE}/slow", h.base))
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-            .body(rpc("GetTask").to_string())
-            .send(),
-    );
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let stopping = tokio::spawn(h.server.take().unwrap().shutdown());
-    let fresh = reqwest::Client::new();
-    let mut refused = false;
-    for _ in 0..50 {
-        if fresh
-            .get(format!("{}/healthz", h.base))
-            .send()
-            .await
-            .is_err()
-        {
-            refused = true;
-            break;
+    let server = h.server.take().unwrap();
+    let slow = format!("{ROUTE}/slow");
+    let in_flight = h.call(&slow, Some(&token), Some(rpc("GetTask")));
+    let stop = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let stopping = tokio::spawn(server.shutdown());
+        let fresh = reqwest::Client::new();
+        let mut refused = false;
+        for _ in 0..50 {
+            if fresh
+                .get(format!("{}/healthz", h.base))
+                .send()
+                .await
+                .is_err()
+            {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(
-        refused,
-        "still accepting new connections after shutdown began"
-    );
-    let resp = in_flight.await.unwrap().unwrap();
-    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
-    tokio::time::timeout(std::time::Duration::from_secs(15), stopping)
-        .await
-        .expect("shutdown finished")
-        .unwrap();
+        assert!(
+            refused,
+            "still accepting new connections after shutdown began"
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(15), stopping)
+            .await
+            .expect("shutdown finished")
+            .unwrap();
+    };
+    let ((status, _, body), ()) = tokio::join!(in_flight, stop);
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
     let events = db.store().await.audit_after(0, 10_000).await.unwrap();
     assert!(
         events
