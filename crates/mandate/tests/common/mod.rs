@@ -361,22 +361,43 @@ impl Harness {
     }
 }
 
+/// Asks `check` up to `tries` times, `every` apart, until it answers
+/// `Some`; `None` if it never did. For effects that land a moment after the
+/// response that caused them (an audited decision, a refreshed revocation
+/// list, a listener closing): bounded polling, never a timing assertion.
+pub async fn eventually<T, Fut>(
+    tries: u32,
+    every: std::time::Duration,
+    mut check: impl FnMut() -> Fut,
+) -> Option<T>
+where
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for attempt in 0..tries {
+        if attempt > 0 {
+            tokio::time::sleep(every).await;
+        }
+        if let Some(found) = check().await {
+            return Some(found);
+        }
+    }
+    None
+}
+
 impl Harness {
     /// The audit trail once an event matching `pred` is in it. Gateway
     /// decisions are recorded without waiting, so they land a moment after
-    /// the response; bounded polling, not a timing assertion.
+    /// the response.
     pub async fn audit_until(
         &self,
         pred: impl Fn(&mandate_audit::Event) -> bool,
     ) -> Vec<mandate_audit::Event> {
-        for _ in 0..100 {
+        eventually(100, std::time::Duration::from_millis(20), || async {
             let events = self.audit().await;
-            if events.iter().any(&pred) {
-                return events;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        panic!("the expected audit event never arrived");
+            events.iter().any(&pred).then_some(events)
+        })
+        .await
+        .expect("the expected audit event never arrived")
     }
 }
 

@@ -593,15 +593,14 @@ async fn biscuits_are_introspected_and_revoked() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(introspect(narrowed.clone()).await["active"], false);
     // Honoured at the gateway within revocation_refresh (1 s); bounded polling.
-    let mut refused = false;
-    for _ in 0..100 {
-        if call(narrowed.clone()).await == StatusCode::UNAUTHORIZED {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(refused, "every attenuation of a revoked Biscuit is refused");
+    let refused = eventually(100, std::time::Duration::from_millis(50), || async {
+        (call(narrowed.clone()).await == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "every attenuation of a revoked Biscuit is refused"
+    );
     assert!(h
         .audit()
         .await

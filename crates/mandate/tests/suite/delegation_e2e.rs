@@ -328,9 +328,8 @@ async fn three_hops_across_replicas(db: &TestDb) {
     // One audit trail, written by both replicas: the whole chain, the refusal,
     // the gateway's decisions (recorded without waiting, hence the polling).
     let jti = |c: &Value| c["jti"].as_str().unwrap().to_owned();
-    let mut events = vec![];
-    for _ in 0..100 {
-        events = b.audit().await;
+    let events = eventually(100, std::time::Duration::from_millis(20), || async {
+        let events = b.audit().await;
         let allowed = events
             .iter()
             .filter(|e| e.event.kind == "gateway.allowed")
@@ -342,11 +341,10 @@ async fn three_hops_across_replicas(db: &TestDb) {
                     .as_deref()
                     .is_some_and(|r| r.contains("dpop_proof_replayed"))
         });
-        if allowed >= 4 && replay {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+        (allowed >= 4 && replay).then_some(events)
+    })
+    .await
+    .expect("both gateway decisions and the replay refusal are in the trail");
     let find = |kind: &str, client: &str| {
         events
             .iter()

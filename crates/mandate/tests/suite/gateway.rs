@@ -362,16 +362,13 @@ async fn revocation_reaches_the_gateway() {
         .await;
     assert_eq!(s, StatusCode::OK);
     // Honoured within revocation_refresh (1 s here); bounded polling, no timing assertion.
-    let mut refused = false;
-    for _ in 0..100 {
-        if h.call(ROUTE, Some(&token), Some(rpc("GetTask"))).await.0 == StatusCode::UNAUTHORIZED {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let refused = eventually(100, std::time::Duration::from_millis(50), || async {
+        let status = h.call(ROUTE, Some(&token), Some(rpc("GetTask"))).await.0;
+        (status == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
     assert!(
-        refused,
+        refused.is_some(),
         "a revoked token is refused once revocations refresh"
     );
 }
@@ -420,21 +417,13 @@ async fn shutdown_finishes_in_flight_requests_and_their_audit(db: &TestDb) {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let stopping = tokio::spawn(server.shutdown());
         let fresh = reqwest::Client::new();
-        let mut refused = false;
-        for _ in 0..50 {
-            if fresh
-                .get(format!("{}/healthz", h.base))
-                .send()
-                .await
-                .is_err()
-            {
-                refused = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        let healthz = format!("{}/healthz", h.base);
+        let refused = eventually(50, std::time::Duration::from_millis(20), || async {
+            fresh.get(&healthz).send().await.err()
+        })
+        .await;
         assert!(
-            refused,
+            refused.is_some(),
             "still accepting new connections after shutdown began"
         );
         tokio::time::timeout(std::time::Duration::from_secs(15), stopping)

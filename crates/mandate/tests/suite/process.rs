@@ -124,18 +124,19 @@ secret_env = "AGENT_SECRET"
 
     async fn wait_ready(&mut self) {
         let url = format!("{}/readyz", self.base());
-        for _ in 0..300 {
-            if let Ok(r) = reqwest::get(&url).await {
-                if r.status() == StatusCode::OK {
-                    return;
-                }
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
+        let child = &mut self.child;
+        eventually(300, Duration::from_millis(50), || {
+            if let Ok(Some(status)) = child.try_wait() {
                 panic!("mandate serve exited early: {status}");
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("mandate serve did not become ready");
+            let url = &url;
+            async move {
+                let r = reqwest::get(url).await.ok()?;
+                (r.status() == StatusCode::OK).then_some(())
+            }
+        })
+        .await
+        .expect("mandate serve did not become ready");
     }
 
     /// Runs a CLI command against this server.
@@ -307,13 +308,12 @@ async fn sigkill_under_load_loses_no_audited_token() {
             }
         }));
     }
-    // Let load build up, then kill without warning.
-    for _ in 0..200 {
-        if received.lock().unwrap().len() >= 300 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Let load build up (300 tokens or 2 s, whichever comes first), then
+    // kill without warning.
+    let _ = eventually(200, Duration::from_millis(10), || async {
+        (received.lock().unwrap().len() >= 300).then_some(())
+    })
+    .await;
     served.child.kill().unwrap();
     served.child.wait().unwrap();
     for w in workers {
