@@ -363,6 +363,9 @@ row() { # name line
   echo "gateway / nginx throughput:   ${nginx_share}   (target >= $TARGET_NGINX_SHARE: $ok_share)"
   echo "gateway p50 - direct p50, c1: $(awk -v d="$added_p50" 'BEGIN{printf "%.3f", d/1000}') ms   (target < $(awk -v t="$TARGET_ADDED_P50_US" 'BEGIN{printf "%.1f", t/1000}') ms: $ok_added)"
   echo "gateway / python throughput:  ${python_ratio}x   (target >= ${TARGET_PYTHON_RATIO}x: $ok_python)"
+  us() { awk -v c="$(kv "${M[$1]}" "$2")" -v r="$(kv "${M[$1]}" rps)" 'BEGIN{printf "%.1f", c * 1e6 / r}'; }
+  echo "CPU per request, c$CONNECTIONS: gateway run: Mandate $(us gateway mandate_cores) us, upstream $(us gateway nginx_cores) us, wrk $(us gateway wrk_cores) us;" \
+       "nginx run: nginx (proxy + upstream) $(us nginx nginx_cores) us, wrk $(us nginx wrk_cores) us"
   for t in gateway gateway-c1; do
     echo "audit backlog right after the median $t run: $(kv "${M[$t]}" audit_backlog) decisions not yet written; Mandate RSS $(kv "${M[$t]}" mandate_rss_kb) kB"
   done
