@@ -65,7 +65,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Marks the token `jti` revoked until it would have expired, and with it
     /// every token recorded as exchanged from it ([`Store::record_exchange`]),
-    /// at any depth, each until its own expiry. One statement: all or none.
+    /// at any depth, each until its own expiry. A token exchanged while the
+    /// revocation runs is either revoked by it or told by `record_exchange`
+    /// that its parent is revoked; never neither, on any isolation level the
+    /// backends run at.
     async fn revoke_token(&self, jti: &str, expires_at: UnixTime) -> Result<(), StoreError>;
     /// Records that the token `jti` (expiring at `expires_at`) was exchanged
     /// from the token `parent_jti`, so that revoking the parent revokes it,

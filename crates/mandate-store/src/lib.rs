@@ -36,6 +36,10 @@ use sqlite_writer::SqliteWriter;
 /// Events per INSERT statement (12 parameters each, well under both
 /// databases' parameter limits).
 const AUDIT_ROWS_PER_INSERT: usize = 256;
+/// Most passes of a revocation over the token's descendants (see
+/// `revoke_token`); each extra pass needs an exchange from the tree that
+/// raced the pass before.
+const MAX_REVOCATION_PASSES: usize = 32;
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -364,21 +368,38 @@ impl Store for SqlStore {
         // The token and its descendants in one statement. `UNION` (not
         // `UNION ALL`) stops at a row already seen; `WHERE true` is SQLite's
         // way of telling an upsert's `ON CONFLICT` from a join's `ON`.
-        sqlx::query(
-            "WITH RECURSIVE tree (jti, expires_at) AS ( \
-                 SELECT $1, $2 \
-                 UNION \
-                 SELECT l.jti, l.expires_at FROM token_lineage l JOIN tree t ON l.parent_jti = t.jti \
-             ) \
-             INSERT INTO revoked_tokens (jti, expires_at) SELECT jti, expires_at FROM tree WHERE true \
-             ON CONFLICT (jti) DO NOTHING",
-        )
-        .bind(jti.to_owned())
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(())
+        //
+        // Run again until a pass revokes nothing new. An exchange records
+        // its lineage, commits, and only then reads whether its parent is
+        // revoked (`record_exchange`). Under PostgreSQL's read committed
+        // isolation a pass can miss a lineage row committed after the pass
+        // began while that exchange's read misses the pass's revocation; the
+        // exchange's lineage is then committed before the next pass starts,
+        // which revokes the new token. A pass that adds nothing saw every
+        // exchange that could have missed this revocation.
+        for _ in 0..MAX_REVOCATION_PASSES {
+            let added = sqlx::query(
+                "WITH RECURSIVE tree (jti, expires_at) AS ( \
+                     SELECT $1, $2 \
+                     UNION \
+                     SELECT l.jti, l.expires_at FROM token_lineage l JOIN tree t ON l.parent_jti = t.jti \
+                 ) \
+                 INSERT INTO revoked_tokens (jti, expires_at) SELECT jti, expires_at FROM tree WHERE true \
+                 ON CONFLICT (jti) DO NOTHING",
+            )
+            .bind(jti.to_owned())
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?
+            .rows_affected();
+            if added == 0 {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Database(format!(
+            "revoking a token: its descendants were still growing after {MAX_REVOCATION_PASSES} passes"
+        )))
     }
 
     async fn record_exchange(
@@ -390,6 +411,10 @@ impl Store for SqlStore {
         if let Some(writer) = &self.writer {
             return writer.record_exchange(jti, parent_jti, expires_at).await;
         }
+        // Committed before the read below, never in one transaction with it:
+        // `revoke_token` relies on that order on PostgreSQL (see there). On
+        // SQLite the writer's one transaction holds the database's write
+        // lock, which serializes it with every revocation.
         sqlx::query(
             "INSERT INTO token_lineage (jti, parent_jti, expires_at) VALUES ($1, $2, $3) \
              ON CONFLICT (parent_jti, jti) DO NOTHING",

@@ -415,6 +415,61 @@ for_each_backend!(
     revocation_cascades_down_exchanges
 );
 
+/// A revocation racing exchanges from the same parent (and from its
+/// children), on two stores (two replicas): every token exchanged from a
+/// revoked one ends up revoked, whichever side saw the other first. As
+/// `mandate_core::exchange` does, an exchange that hears its parent is
+/// revoked revokes its own new token.
+async fn revocation_racing_exchanges_misses_none(db: &TestDb) {
+    const ROUNDS: usize = 60;
+    const CHILDREN: usize = 4;
+    let a = db.store().await;
+    let b = db.store().await;
+    let mut exchanged = Vec::new();
+    for r in 0..ROUNDS {
+        let parent = format!("p{r}");
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(CHILDREN + 1));
+        let revoke = {
+            let (a, parent, start) = (a.clone(), parent.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                a.revoke_token(&parent, 9_000).await.unwrap();
+            })
+        };
+        let mut exchanges = Vec::new();
+        for k in 0..CHILDREN {
+            let (b, parent, start) = (b.clone(), parent.clone(), start.clone());
+            exchanges.push(tokio::spawn(async move {
+                let child = format!("{parent}-c{k}");
+                let grandchild = format!("{child}-g");
+                start.wait().await;
+                if b.record_exchange(&child, &parent, 9_000).await.unwrap() {
+                    b.revoke_token(&child, 9_000).await.unwrap();
+                    return vec![child];
+                }
+                if b.record_exchange(&grandchild, &child, 9_000).await.unwrap() {
+                    b.revoke_token(&grandchild, 9_000).await.unwrap();
+                }
+                vec![child, grandchild]
+            }));
+        }
+        revoke.await.unwrap();
+        for e in exchanges {
+            exchanged.extend(e.await.unwrap());
+        }
+    }
+    let revoked: HashSet<String> = a.list_revoked(0).await.unwrap().into_iter().collect();
+    let missed: Vec<&String> = exchanged.iter().filter(|t| !revoked.contains(*t)).collect();
+    assert!(
+        missed.is_empty(),
+        "exchanged from a revoked token, yet not revoked: {missed:?}"
+    );
+}
+for_each_backend!(
+    revocation_racing_exchanges_misses_none,
+    revocation_racing_exchanges_misses_none
+);
+
 async fn purge_expired_removes_only_expired(db: &TestDb) {
     let store = db.store().await;
     let now = 10_000;
