@@ -139,6 +139,17 @@ pub async fn start(
     let dpop_nonce_key = mandate_core::dpop::derive_nonce_key(&master_bytes);
     let admin_token = bootstrap::admin_token(&config.data_dir, env("MANDATE_ADMIN_TOKEN"))?;
     let store = Arc::new(SqlStore::connect(&config.effective_database_url()).await?);
+    match store.encrypted().await {
+        Ok(Some(true)) => tracing::info!("connected to PostgreSQL over TLS"),
+        Ok(Some(false)) => tracing::warn!(
+            "the connection to PostgreSQL is not encrypted: add sslmode=verify-full \
+             (and sslrootcert=<CA file> for a private CA) to database_url"
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "could not tell whether the PostgreSQL connection is encrypted")
+        }
+    }
     // Clients and resources are cached for the hot path; see mandate_core::cache.
     let dyn_store: Arc<dyn Store> = Arc::new(mandate_core::cache::CachedStore::new(
         store.clone(),

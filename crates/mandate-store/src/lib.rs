@@ -123,6 +123,22 @@ impl SqlStore {
         self.backend
     }
 
+    /// On PostgreSQL, whether a pooled connection is encrypted, as the
+    /// server sees it (`pg_stat_ssl`); `None` on SQLite, which has no
+    /// connection to protect. `sslmode` in the URL decides, as with libpq.
+    pub async fn encrypted(&self) -> Result<Option<bool>, StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        row.try_get::<bool, _>("ssl")
+            .map(Some)
+            .map_err(|e| corrupt("pg_stat_ssl", e))
+    }
+
     /// Checks the database answers, and on SQLite that the writer thread
     /// still takes jobs (for `/readyz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
