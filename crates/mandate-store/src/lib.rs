@@ -381,7 +381,7 @@ impl Store for SqlStore {
     }
 
     async fn revoke_token(&self, jti: &str, expires_at: UnixTime) -> Result<(), StoreError> {
-        // The token and its descendants in one statement. `UNION` (not
+        // Each pass: the token and its descendants in one statement. `UNION` (not
         // `UNION ALL`) stops at a row already seen; `WHERE true` is SQLite's
         // way of telling an upsert's `ON CONFLICT` from a join's `ON`.
         //
