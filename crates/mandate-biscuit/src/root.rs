@@ -16,8 +16,9 @@ use crate::BiscuitError;
 
 /// The Biscuit `root_key_id` for a key id: the first four bytes of its SHA-256.
 pub fn root_key_id(kid: &str) -> u32 {
-    let digest = Sha256::digest(kid.as_bytes());
-    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+    let digest: [u8; 32] = Sha256::digest(kid.as_bytes()).into();
+    let [a, b, c, d, ..] = digest;
+    u32::from_be_bytes([a, b, c, d])
 }
 
 /// A private root key.

@@ -56,7 +56,8 @@ impl DpopKey {
         let jkt = public.thumbprint()?;
         // The members RFC 7638 hashes, and nothing else: no kid, alg or use,
         // so the header is exactly the key.
-        let mut jwk = json!({"kty": public.kty});
+        let mut jwk = serde_json::Map::new();
+        jwk.insert("kty".into(), json!(public.kty));
         for (name, value) in [
             ("crv", &public.crv),
             ("x", &public.x),
@@ -65,9 +66,10 @@ impl DpopKey {
             ("e", &public.e),
         ] {
             if let Some(v) = value {
-                jwk[name] = json!(v);
+                jwk.insert(name.into(), json!(v));
             }
         }
+        let jwk = serde_json::Value::Object(jwk);
         Ok(Self { key, jwk, jkt })
     }
 
@@ -92,18 +94,21 @@ impl DpopKey {
         access_token: Option<&str>,
     ) -> Result<String, Error> {
         let header = json!({"typ": "dpop+jwt", "alg": self.key.alg().as_str(), "jwk": self.jwk});
-        let mut claims = json!({
-            "jti": random_token(16),
-            "htm": method,
-            "htu": htu(url),
-            "iat": now,
-        });
+        let mut claims = serde_json::Map::new();
+        claims.insert("jti".into(), json!(random_token(16)));
+        claims.insert("htm".into(), json!(method));
+        claims.insert("htu".into(), json!(htu(url)));
+        claims.insert("iat".into(), json!(now));
         if let Some(n) = nonce {
-            claims["nonce"] = json!(n);
+            claims.insert("nonce".into(), json!(n));
         }
         if let Some(t) = access_token {
-            claims["ath"] = json!(mandate_jose::dpop::access_token_hash(t));
+            claims.insert(
+                "ath".into(),
+                json!(mandate_jose::dpop::access_token_hash(t)),
+            );
         }
+        let claims = serde_json::Value::Object(claims);
         Ok(self.key.sign_with_header(&header, &claims)?)
     }
 }

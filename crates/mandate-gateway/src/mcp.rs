@@ -109,10 +109,10 @@ impl UpstreamCatalog {
         let mut tools = HashMap::new();
         let mut cursor: Option<String> = None;
         for page in 0..MAX_PAGES {
-            let mut params = json!({});
-            if let Some(c) = &cursor {
-                params["cursor"] = json!(c);
-            }
+            let params = match &cursor {
+                Some(c) => json!({"cursor": c}),
+                None => json!({}),
+            };
             let list =
                 json!({"jsonrpc": "2.0", "id": 2 + page, "method": "tools/list", "params": params});
             let (_, replies) = self.post(s, &list).await?;
@@ -120,12 +120,16 @@ impl UpstreamCatalog {
                 .iter()
                 .find_map(|m| m.get("result").cloned())
                 .ok_or("tools/list gave no result")?;
-            for t in result["tools"].as_array().into_iter().flatten() {
-                if let Some(name) = t["name"].as_str() {
+            let tools_page = result.get("tools").and_then(Value::as_array);
+            for t in tools_page.into_iter().flatten() {
+                if let Some(name) = t.get("name").and_then(Value::as_str) {
                     tools.insert(name.to_owned(), ToolInfo::from_tool(t));
                 }
             }
-            cursor = result["nextCursor"].as_str().map(str::to_owned);
+            cursor = result
+                .get("nextCursor")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
             if cursor.is_none() {
                 break;
             }

@@ -1,7 +1,12 @@
 //! The `Store` conformance suite, mounted once per backend (SQLite and
 //! PostgreSQL) with [`mandate_testkit::for_each_backend!`]. Every test gets a
 //! fresh database, so none depends on another or on the order they run in.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 

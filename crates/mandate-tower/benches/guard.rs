@@ -26,7 +26,12 @@
 //!     CARGO_TARGET_DIR=$HOME/.cache/mandate-target cargo bench -p mandate-tower --bench guard
 
 // A benchmark's set-up failing is a broken benchmark: stop loudly.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::hint::black_box;
 use std::sync::Arc;

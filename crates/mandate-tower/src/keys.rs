@@ -79,12 +79,11 @@ impl HttpKeys {
         );
         let metadata: serde_json::Value = serde_json::from_slice(&self.get(&metadata_url).await?)
             .map_err(|e| format!("{metadata_url}: {e}"))?;
-        if metadata["issuer"].as_str() != Some(issuer) {
+        let field = |name| metadata.get(name).and_then(serde_json::Value::as_str);
+        if field("issuer") != Some(issuer) {
             return Err(format!("{metadata_url}: issuer does not match"));
         }
-        let jwks_uri = metadata["jwks_uri"]
-            .as_str()
-            .ok_or_else(|| format!("{metadata_url}: no jwks_uri"))?;
+        let jwks_uri = field("jwks_uri").ok_or_else(|| format!("{metadata_url}: no jwks_uri"))?;
         JwkSet::parse(&self.get(jwks_uri).await?).map_err(|e| e.to_string())
     }
 }

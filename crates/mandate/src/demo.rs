@@ -563,7 +563,7 @@ async fn call(
 
 async fn orchestrator_task(State(a): State<Agent>, Json(task): Json<Value>) -> Response {
     let url = format!("{}/agents/research/tasks", a.issuer);
-    let body = json!({"task": task["task"], "from": "orchestrator"});
+    let body = json!({"task": task.get("task"), "from": "orchestrator"});
     match call(&a.client, None, &url, body).await {
         Ok((status, answer)) => {
             record_status(&a.shared, "research-agent", status);
