@@ -440,3 +440,247 @@ impl TokenVerifier {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The verifier on its own: what the cache may and may not skip, when
+    //! keys are fetched, and the order of the checks that need no key.
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    use mandate_jose::{PrivateKeyDer, SigningAlg, SigningKey};
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    const ISSUER: &str = "https://as.example.com";
+    const AUDIENCE: &str = "https://api.example.com";
+    const NOW: UnixTime = 1_800_000_000;
+
+    /// Keys by issuer; after a refresh, the `rotated` set. Counts fetches.
+    #[derive(Default)]
+    struct CountingKeys {
+        current: Mutex<HashMap<String, Arc<JwkSet>>>,
+        rotated: Mutex<HashMap<String, Arc<JwkSet>>>,
+        fetches: Mutex<Vec<bool>>,
+    }
+
+    #[async_trait]
+    impl KeySource for CountingKeys {
+        async fn keys(&self, issuer: &str, refresh: bool) -> Result<Arc<JwkSet>, String> {
+            self.fetches.lock().unwrap().push(refresh);
+            if refresh {
+                if let Some(new) = self.rotated.lock().unwrap().get(issuer).cloned() {
+                    self.current
+                        .lock()
+                        .unwrap()
+                        .insert(issuer.to_owned(), Arc::clone(&new));
+                }
+            }
+            self.current
+                .lock()
+                .unwrap()
+                .get(issuer)
+                .cloned()
+                .ok_or_else(|| "unknown issuer".to_owned())
+        }
+    }
+
+    #[derive(Default)]
+    struct Revoked(Mutex<HashSet<String>>);
+
+    impl RevocationList for Revoked {
+        fn is_revoked(&self, jti: &str) -> bool {
+            self.0.lock().unwrap().contains(jti)
+        }
+    }
+
+    fn new_key() -> SigningKey {
+        let der = PrivateKeyDer::generate(SigningAlg::EdDSA).unwrap();
+        SigningKey::from_private(SigningAlg::EdDSA, &der).unwrap()
+    }
+
+    fn set(key: &SigningKey) -> Arc<JwkSet> {
+        Arc::new(JwkSet {
+            keys: vec![key.public_jwk().clone()],
+        })
+    }
+
+    struct Fixture {
+        key: SigningKey,
+        keys: Arc<CountingKeys>,
+        revoked: Arc<Revoked>,
+        verifier: TokenVerifier,
+    }
+
+    fn fixture(require_at_jwt: bool) -> Fixture {
+        let key = new_key();
+        let keys = Arc::new(CountingKeys::default());
+        keys.current
+            .lock()
+            .unwrap()
+            .insert(ISSUER.to_owned(), set(&key));
+        let revoked = Arc::new(Revoked::default());
+        let verifier = TokenVerifier::new(
+            [TrustedIssuer {
+                issuer: ISSUER.to_owned(),
+                require_at_jwt,
+            }],
+            Arc::clone(&keys) as Arc<dyn KeySource>,
+            Arc::clone(&revoked) as Arc<dyn RevocationList>,
+            30,
+        );
+        Fixture {
+            key,
+            keys,
+            revoked,
+            verifier,
+        }
+    }
+
+    fn claims() -> Value {
+        json!({
+            "iss": ISSUER, "sub": "alice", "aud": [AUDIENCE, "https://other.example.com"],
+            "client_id": "agent", "scope": "read write", "jti": "t1",
+            "iat": NOW, "exp": NOW + 300,
+        })
+    }
+
+    impl Fixture {
+        fn token(&self, claims: &Value) -> String {
+            self.key.sign("at+jwt", claims).unwrap()
+        }
+
+        fn fetches(&self) -> Vec<bool> {
+            self.keys.fetches.lock().unwrap().clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_is_still_checked_on_every_use() {
+        let f = fixture(true);
+        let token = f.token(&claims());
+        let v = f.verifier.verify(&token, AUDIENCE, NOW).await.unwrap();
+        assert_eq!(
+            (v.subject.as_str(), v.client_id.as_deref()),
+            ("alice", Some("agent"))
+        );
+        assert_eq!(v.scope.to_string(), "read write");
+        // The same token again: no second key fetch, the signature is not
+        // checked again, but audience, expiry and revocation are.
+        f.verifier.verify(&token, AUDIENCE, NOW + 10).await.unwrap();
+        f.verifier
+            .verify(&token, "https://other.example.com", NOW)
+            .await
+            .unwrap();
+        assert_eq!(
+            f.verifier
+                .verify(&token, "https://third.example.com", NOW)
+                .await,
+            Err(TokenError::WrongAudience)
+        );
+        assert_eq!(
+            f.verifier.verify(&token, AUDIENCE, NOW + 330).await,
+            Err(TokenError::Expired),
+            "expiry (with 30 s of leeway) is checked on the cached path"
+        );
+        f.revoked.0.lock().unwrap().insert("t1".into());
+        assert_eq!(
+            f.verifier.verify(&token, AUDIENCE, NOW).await,
+            Err(TokenError::Revoked)
+        );
+        assert_eq!(f.fetches(), [false], "keys fetched once, for the first use");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_refreshes_the_keys_once() {
+        let f = fixture(true);
+        let next = new_key();
+        f.keys
+            .rotated
+            .lock()
+            .unwrap()
+            .insert(ISSUER.to_owned(), set(&next));
+        let token = next.sign("at+jwt", &claims()).unwrap();
+        f.verifier.verify(&token, AUDIENCE, NOW).await.unwrap();
+        assert_eq!(f.fetches(), [false, true]);
+        // A kid that is still unknown after the refresh is refused.
+        let stranger = new_key();
+        let token = stranger.sign("at+jwt", &claims()).unwrap();
+        assert_eq!(
+            f.verifier.verify(&token, AUDIENCE, NOW).await,
+            Err(TokenError::UnknownKey)
+        );
+    }
+
+    #[tokio::test]
+    async fn what_needs_no_key_is_refused_before_any_fetch() {
+        let f = fixture(true);
+        let mut other = claims();
+        other["iss"] = json!("https://evil.example.com");
+        assert_eq!(
+            f.verifier.verify(&f.token(&other), AUDIENCE, NOW).await,
+            Err(TokenError::UntrustedIssuer)
+        );
+        let plain_jwt = f.key.sign("JWT", &claims()).unwrap();
+        assert_eq!(
+            f.verifier.verify(&plain_jwt, AUDIENCE, NOW).await,
+            Err(TokenError::WrongType)
+        );
+        let too_long = "a".repeat(MAX_TOKEN_LEN + 1);
+        assert_eq!(
+            f.verifier.verify(&too_long, AUDIENCE, NOW).await,
+            Err(TokenError::Malformed)
+        );
+        assert_eq!(
+            f.verifier.verify("not.a.jwt", AUDIENCE, NOW).await,
+            Err(TokenError::Malformed)
+        );
+        assert!(f.fetches().is_empty());
+    }
+
+    #[tokio::test]
+    async fn typ_is_required_only_where_the_issuer_says() {
+        let f = fixture(false);
+        let plain_jwt = f.key.sign("JWT", &claims()).unwrap();
+        f.verifier.verify(&plain_jwt, AUDIENCE, NOW).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn times_and_delegation_chains_are_bounded() {
+        let f = fixture(true);
+        let mut future = claims();
+        future["nbf"] = json!(NOW + 31);
+        assert_eq!(
+            f.verifier.verify(&f.token(&future), AUDIENCE, NOW).await,
+            Err(TokenError::NotYetValid)
+        );
+        future["nbf"] = json!(NOW + 30);
+        f.verifier
+            .verify(&f.token(&future), AUDIENCE, NOW)
+            .await
+            .unwrap();
+
+        // The current actor first, then who it acts for.
+        let mut chained = claims();
+        chained["act"] = json!({"sub": "summarizer", "act": {"sub": "orchestrator"}});
+        let v = f
+            .verifier
+            .verify(&f.token(&chained), AUDIENCE, NOW)
+            .await
+            .unwrap();
+        assert_eq!(v.actors, ["summarizer", "orchestrator"]);
+
+        let mut act = json!({"sub": "a0"});
+        for i in 1..=MAX_ACTORS {
+            act = json!({"sub": format!("a{i}"), "act": act});
+        }
+        let mut deep = claims();
+        deep["act"] = act;
+        assert_eq!(
+            f.verifier.verify(&f.token(&deep), AUDIENCE, NOW).await,
+            Err(TokenError::Malformed),
+            "more than {MAX_ACTORS} actors"
+        );
+    }
+}
