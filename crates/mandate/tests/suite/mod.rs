@@ -8,6 +8,7 @@ mod demo;
 mod dpop;
 mod exchange_properties;
 mod gateway;
+mod hostile_input;
 mod introspection;
 mod keys;
 mod mcp_gateway;
