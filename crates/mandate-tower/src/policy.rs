@@ -821,3 +821,180 @@ fn bearer_token<'h>(
     }
     Ok(Some((token, dpop)))
 }
+
+#[cfg(test)]
+mod tests {
+    //! [`Guard::decide`] on its own, for an A2A resource: each refusal with
+    //! its status, reason and RFC 6750 / RFC 9728 challenge, and what an
+    //! allowed call carries.
+    use mandate_jose::{JwkSet, PrivateKeyDer, SigningAlg, SigningKey};
+
+    use super::*;
+    use crate::keys::StaticKeys;
+    use crate::token::{NoRevocation, TrustedIssuer};
+
+    const ISSUER: &str = "https://as.example.com";
+    const RESOURCE: &str = "https://agent.example.com";
+    const METADATA: &str = "https://gw.example/.well-known/oauth-protected-resource/agents/x";
+    const NOW: UnixTime = 1_800_000_000;
+    const SEND: &[u8] = br#"{"jsonrpc":"2.0","id":7,"method":"SendMessage","params":{}}"#;
+    const GET: &[u8] = br#"{"jsonrpc":"2.0","id":8,"method":"GetTask","params":{"id":"t"}}"#;
+
+    struct Fixture {
+        key: SigningKey,
+        guard: Guard,
+        resource: ProtectedResource,
+    }
+
+    fn fixture() -> Fixture {
+        let der = PrivateKeyDer::generate(SigningAlg::EdDSA).unwrap();
+        let key = SigningKey::from_private(SigningAlg::EdDSA, &der).unwrap();
+        let keys = StaticKeys(HashMap::from([(
+            ISSUER.to_owned(),
+            Arc::new(JwkSet {
+                keys: vec![key.public_jwk().clone()],
+            }),
+        )]));
+        let verifier = TokenVerifier::new(
+            [TrustedIssuer {
+                issuer: ISSUER.to_owned(),
+                require_at_jwt: true,
+            }],
+            Arc::new(keys),
+            Arc::new(NoRevocation),
+            30,
+        );
+        let resource = ProtectedResource {
+            resource: RESOURCE.to_owned(),
+            resource_metadata: METADATA.to_owned(),
+            public_origin: "https://gw.example".to_owned(),
+            protocol: Protocol::A2a,
+            scopes: ScopeSet::parse("agent:read").unwrap(),
+            operations: HashMap::from([(
+                A2aOperation::SendMessage,
+                ScopeSet::parse("agent:send").unwrap(),
+            )]),
+            public: false,
+            mcp: None,
+        };
+        Fixture {
+            key,
+            guard: Guard::new(verifier),
+            resource,
+        }
+    }
+
+    impl Fixture {
+        fn token(&self, scope: &str) -> String {
+            let claims = json!({
+                "iss": ISSUER, "sub": "alice", "aud": RESOURCE, "client_id": "agent",
+                "scope": scope, "jti": "t1", "iat": NOW, "exp": NOW + 300,
+            });
+            self.key.sign("at+jwt", &claims).unwrap()
+        }
+
+        async fn decide(
+            &self,
+            uri: &str,
+            authorization: Option<&str>,
+            body: &[u8],
+        ) -> Result<Allowed, Denial> {
+            let uri: Uri = uri.parse().unwrap();
+            let mut headers = HeaderMap::new();
+            if let Some(a) = authorization {
+                headers.insert(header::AUTHORIZATION, HeaderValue::from_str(a).unwrap());
+            }
+            let view = RequestView {
+                method: &Method::POST,
+                uri: &uri,
+                path: "/",
+                headers: &headers,
+                body: Some(body),
+            };
+            self.guard.decide(&self.resource, view, NOW).await
+        }
+    }
+
+    #[tokio::test]
+    async fn no_token_gets_a_challenge_without_an_error_code() {
+        let f = fixture();
+        let denial = f.decide("/", None, GET).await.unwrap_err();
+        assert_eq!(
+            (denial.status, denial.reason),
+            (StatusCode::UNAUTHORIZED, "no_token")
+        );
+        assert_eq!(
+            denial.challenge.as_deref(),
+            Some(format!(r#"Bearer scope="agent:read", resource_metadata="{METADATA}""#).as_str())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_token_is_invalid_token() {
+        let f = fixture();
+        let denial = f.decide("/", Some("Bearer x.y.z"), GET).await.unwrap_err();
+        assert_eq!(denial.status, StatusCode::UNAUTHORIZED);
+        let challenge = denial.challenge.unwrap();
+        assert!(
+            challenge.starts_with(r#"Bearer error="invalid_token""#),
+            "{challenge}"
+        );
+        assert!(challenge.contains(&format!(r#"resource_metadata="{METADATA}""#)));
+    }
+
+    #[tokio::test]
+    async fn an_operation_scope_missing_is_403_naming_only_it() {
+        let f = fixture();
+        let bearer = format!("Bearer {}", f.token("agent:read"));
+        // GetTask needs only the resource's scope.
+        let allowed = f.decide("/", Some(&bearer), GET).await.unwrap();
+        assert_eq!(allowed.operation, Some(A2aOperation::GetTask));
+        assert_eq!(allowed.token.unwrap().subject, "alice");
+        // SendMessage also needs agent:send.
+        let denial = f.decide("/", Some(&bearer), SEND).await.unwrap_err();
+        assert_eq!(
+            (denial.status, denial.reason),
+            (StatusCode::FORBIDDEN, "insufficient_scope")
+        );
+        assert_eq!(denial.missing_scope.unwrap().to_string(), "agent:send");
+        let challenge = denial.challenge.unwrap();
+        assert!(
+            challenge.starts_with(r#"Bearer error="insufficient_scope""#),
+            "{challenge}"
+        );
+        assert!(challenge.contains(r#"scope="agent:send""#), "{challenge}");
+        assert_eq!(denial.caller.unwrap().subject, "alice");
+        let wide = format!("Bearer {}", f.token("agent:read agent:send"));
+        let allowed = f.decide("/", Some(&wide), SEND).await.unwrap();
+        assert_eq!(allowed.operation, Some(A2aOperation::SendMessage));
+    }
+
+    #[tokio::test]
+    async fn malformed_requests_are_400_before_the_token_counts() {
+        let f = fixture();
+        let bearer = format!("Bearer {}", f.token("agent:read agent:send"));
+        let in_query = f
+            .decide("/?access_token=abc", Some(&bearer), GET)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (in_query.status, in_query.reason),
+            (StatusCode::BAD_REQUEST, "token_in_query")
+        );
+        let huge = format!("Bearer {}", "a".repeat(MAX_AUTHORIZATION_LEN));
+        let oversized = f.decide("/", Some(&huge), GET).await.unwrap_err();
+        assert_eq!(
+            (oversized.status, oversized.reason),
+            (StatusCode::BAD_REQUEST, "oversized_authorization")
+        );
+        let not_json = f
+            .decide("/", Some(&bearer), b"{not json")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (not_json.status, not_json.reason),
+            (StatusCode::BAD_REQUEST, "malformed_jsonrpc")
+        );
+        assert_eq!(not_json.jsonrpc.map(|(code, _, _)| code), Some(-32700));
+    }
+}
