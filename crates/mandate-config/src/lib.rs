@@ -21,6 +21,8 @@ use mandate_types::{ClientId, ResourceUri, Scope, ScopeSet, SecretHash};
 
 /// Most threads the public listener may run.
 pub const MAX_LISTENER_THREADS: usize = 256;
+/// Longest `limits.request_timeout`, seconds.
+pub const MAX_REQUEST_TIMEOUT: i64 = 300;
 
 pub use gateway::{GatewayConfig, IssuerConfig, RouteConfig, UpstreamCa};
 pub use login::LoginConfig;
@@ -145,6 +147,9 @@ pub struct Config {
     pub refresh_requires_offline_access: bool,
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
+    /// Longest a request to the server's own routes may take (408 after);
+    /// the gateway's routes have their `upstream_timeout` instead. Seconds.
+    pub request_timeout: i64,
     /// Resources to apply at start.
     pub resources: Vec<ResourceConfig>,
     /// Clients to apply at start.
@@ -334,6 +339,17 @@ impl Config {
                 ))
             }
         };
+        let request_timeout = duration(
+            "limits.request_timeout",
+            raw.limits.request_timeout.clone(),
+            30,
+        )?;
+        if request_timeout > MAX_REQUEST_TIMEOUT {
+            return Err(err(
+                "limits.request_timeout",
+                format!("must be at most {MAX_REQUEST_TIMEOUT} seconds"),
+            ));
+        }
         let max_body_bytes = raw.limits.max_body_bytes.unwrap_or(64 * 1024);
         if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
             return Err(err(
@@ -477,6 +493,7 @@ impl Config {
             max_delegation_depth,
             dpop_nonce: t.dpop_nonce.unwrap_or(true),
             max_body_bytes,
+            request_timeout,
             resources,
             clients,
             registration_mode,

@@ -117,6 +117,7 @@ pub struct RawTokens {
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     pub max_body_bytes: Option<usize>,
+    pub request_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -43,8 +43,6 @@ use crate::state::AppState;
 const KEY_RELOAD_EVERY: Duration = Duration::from_secs(30);
 /// How long a replica may serve a client or resource changed by another replica.
 const CACHE_TTL: Duration = Duration::from_secs(5);
-/// Longest a request may take before it is answered 408.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often expired single-use values and revocations are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 
@@ -263,7 +261,7 @@ pub async fn start(
     // fallback, whose routes have their own upstream timeouts.
     let timeout = tower_http::timeout::TimeoutLayer::with_status_code(
         axum::http::StatusCode::REQUEST_TIMEOUT,
-        REQUEST_TIMEOUT,
+        Duration::from_secs(config.request_timeout.unsigned_abs()),
     );
     let public = with_common_layers(
         oauth::router().route_layer(timeout),

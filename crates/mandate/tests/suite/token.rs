@@ -326,6 +326,32 @@ async fn every_signing_algorithm(db: &TestDb) {
 for_each_backend!(every_signing_algorithm, every_signing_algorithm);
 
 /// Sends one request over a plain socket and returns the whole answer.
+/// A request whose body never finishes arriving is answered 408 once
+/// `limits.request_timeout` has passed, and the server goes on serving.
+async fn a_stalled_request_times_out(db: &TestDb) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let h = Harness::start_with(db, "[limits]\nrequest_timeout = \"1s\"\n", &[]).await;
+    let addr = h.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /token HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type="
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The rest of the body never comes; the server must not wait for ever.
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server answers a stalled request")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(h.token_basic("agent-basic", &[]).await.0, StatusCode::OK);
+}
+for_each_backend!(a_stalled_request_times_out, a_stalled_request_times_out);
+
 async fn raw_http(base: &str, request_line: &str, content_type: &str, body: &[u8]) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let addr = base.trim_start_matches("http://");
