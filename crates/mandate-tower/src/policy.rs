@@ -827,10 +827,11 @@ mod tests {
     //! [`Guard::decide`] on its own, for an A2A resource: each refusal with
     //! its status, reason and RFC 6750 / RFC 9728 challenge, and what an
     //! allowed call carries.
-    use mandate_jose::{JwkSet, PrivateKeyDer, SigningAlg, SigningKey};
+    use mandate_jose::SigningKey;
 
     use super::*;
     use crate::keys::StaticKeys;
+    use crate::token::tests::{new_key, set};
     use crate::token::{NoRevocation, TrustedIssuer};
 
     const ISSUER: &str = "https://as.example.com";
@@ -847,14 +848,8 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
-        let der = PrivateKeyDer::generate(SigningAlg::EdDSA).unwrap();
-        let key = SigningKey::from_private(SigningAlg::EdDSA, &der).unwrap();
-        let keys = StaticKeys(HashMap::from([(
-            ISSUER.to_owned(),
-            Arc::new(JwkSet {
-                keys: vec![key.public_jwk().clone()],
-            }),
-        )]));
+        let key = new_key();
+        let keys = StaticKeys(HashMap::from([(ISSUER.to_owned(), set(&key))]));
         let verifier = TokenVerifier::new(
             [TrustedIssuer {
                 issuer: ISSUER.to_owned(),

@@ -442,7 +442,7 @@ impl TokenVerifier {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The verifier on its own: what the cache may and may not skip, when
     //! keys are fetched, and the order of the checks that need no key.
     use std::collections::HashSet;
@@ -495,12 +495,14 @@ mod tests {
         }
     }
 
-    fn new_key() -> SigningKey {
+    /// A fresh Ed25519 signing key (also for `policy`'s tests).
+    pub(crate) fn new_key() -> SigningKey {
         let der = PrivateKeyDer::generate(SigningAlg::EdDSA).unwrap();
         SigningKey::from_private(SigningAlg::EdDSA, &der).unwrap()
     }
 
-    fn set(key: &SigningKey) -> Arc<JwkSet> {
+    /// The key set publishing `key`.
+    pub(crate) fn set(key: &SigningKey) -> Arc<JwkSet> {
         Arc::new(JwkSet {
             keys: vec![key.public_jwk().clone()],
         })
