@@ -277,7 +277,10 @@ pub async fn start(
     let (stop, stopped) = watch::channel(false);
     let public = listener::PublicListener::start(
         config.listen,
-        public,
+        listener::PublicApp {
+            router: public,
+            gateway: state.gateway.clone(),
+        },
         config.listener_threads,
         stopped.clone(),
     )?;
