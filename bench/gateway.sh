@@ -33,7 +33,8 @@
 #   THREADS        wrk threads                               (2)
 #   DURATION       measured wrk run                          (10s)
 #   WARMUP         warm-up wrk run before each target        (3s)
-#   ROUNDS         rounds over all targets; medians summarised (1)
+#   ROUNDS         rounds over all targets; medians summarised, the throughput ratios
+#                  round by round (1)
 #   SKIP_BUILD     1: use the existing target/release/mandate (0)
 #   MANDATE_BIN    a mandate binary to use instead (implies SKIP_BUILD=1). Either way the
 #                  binary is copied first, so a rebuild elsewhere cannot swap it mid-run.
@@ -336,9 +337,22 @@ for k in "${!lines[@]}"; do
 done
 [ "$audit_ok" = 1 ] || valid=0
 
-gw=$(kv "${M[gateway]}" rps); ng=$(kv "${M[nginx]}" rps); py=$(kv "${M[python]}" rps)
-nginx_share=$(awk -v a="$gw" -v b="$ng" 'BEGIN{printf "%.2f", a/b}')
-python_ratio=$(awk -v a="$gw" -v b="$py" 'BEGIN{printf "%.1f", a/b}')
+# The throughput ratios are taken round by round (each gateway run beside the nginx and
+# Python runs of its own round, minutes apart at most), and their median is what is
+# compared with the targets: on a shared VM the machine's speed drifts between rounds, and
+# a ratio of medians taken separately could pair a fast round of one with a slow one of
+# the other.
+round_ratios() { # numerator target, denominator target, printf format -> one ratio per round
+  paste -d' ' <(grep . <<<"${lines[$1]}") <(grep . <<<"${lines[$2]}") | while read -r l; do
+    awk -v f="$3" -v a="$(sed -n 's/^rps=\([^ ]*\) .*/\1/p' <<<"$l")" \
+        -v b="$(sed -n 's/.* rps=\([^ ]*\) .*/\1/p' <<<"$l" | tail -1)" 'BEGIN{printf f "\n", a/b}'
+  done
+}
+median_of() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+nginx_shares=$(round_ratios gateway nginx "%.2f")
+python_ratios=$(round_ratios gateway python "%.1f")
+nginx_share=$(median_of <<<"$nginx_shares")
+python_ratio=$(median_of <<<"$python_ratios")
 added_p50=$(( $(kv "${M[gateway-c1]}" p50_us) - $(kv "${M[direct-c1]}" p50_us) ))
 ok_share=$(awk -v r="$nginx_share" -v t="$TARGET_NGINX_SHARE" 'BEGIN{print (r >= t) ? "yes" : "no"}')
 ok_added=$([ "$added_p50" -lt "$TARGET_ADDED_P50_US" ] && echo yes || echo no)
@@ -360,9 +374,9 @@ row() { # name line
   for t in "${targets[@]}"; do row "$t (c$CONNECTIONS)" "${M[$t]}"; done
   for t in "${c1_targets[@]}"; do row "$t (c1)" "${M[$t-c1]}"; done
   echo
-  echo "gateway / nginx throughput:   ${nginx_share}   (target >= $TARGET_NGINX_SHARE: $ok_share)"
+  echo "gateway / nginx throughput:   ${nginx_share}   (target >= $TARGET_NGINX_SHARE: $ok_share; rounds: $(echo $nginx_shares))"
   echo "gateway p50 - direct p50, c1: $(awk -v d="$added_p50" 'BEGIN{printf "%.3f", d/1000}') ms   (target < $(awk -v t="$TARGET_ADDED_P50_US" 'BEGIN{printf "%.1f", t/1000}') ms: $ok_added)"
-  echo "gateway / python throughput:  ${python_ratio}x   (target >= ${TARGET_PYTHON_RATIO}x: $ok_python)"
+  echo "gateway / python throughput:  ${python_ratio}x   (target >= ${TARGET_PYTHON_RATIO}x: $ok_python; rounds: $(echo $python_ratios))"
   us() { awk -v c="$(kv "${M[$1]}" "$2")" -v r="$(kv "${M[$1]}" rps)" 'BEGIN{printf "%.1f", c * 1e6 / r}'; }
   echo "CPU per request, c$CONNECTIONS: gateway run: Mandate $(us gateway mandate_cores) us, upstream $(us gateway nginx_cores) us, wrk $(us gateway wrk_cores) us;" \
        "nginx run: nginx (proxy + upstream) $(us nginx nginx_cores) us, wrk $(us nginx wrk_cores) us"
@@ -399,9 +413,9 @@ json_run() { # line
     printf '"%s": %s' "${k/-/_}" "$(json_run "${M[$k]}")"
   done
   printf '},\n'
-  printf '  "gateway_over_nginx": %s, "target_gateway_over_nginx": %s, "gateway_over_nginx_met": %s,\n' "$nginx_share" "$TARGET_NGINX_SHARE" "$(tf "$ok_share")"
+  printf '  "gateway_over_nginx": %s, "gateway_over_nginx_rounds": [%s], "target_gateway_over_nginx": %s, "gateway_over_nginx_met": %s,\n' "$nginx_share" "$(echo $nginx_shares | tr ' ' ',')" "$TARGET_NGINX_SHARE" "$(tf "$ok_share")"
   printf '  "gateway_added_p50_us_c1": %s, "target_added_p50_us": %s, "added_p50_met": %s,\n' "$added_p50" "$TARGET_ADDED_P50_US" "$(tf "$ok_added")"
-  printf '  "gateway_over_python": %s, "target_gateway_over_python": %s, "gateway_over_python_met": %s,\n' "$python_ratio" "$TARGET_PYTHON_RATIO" "$(tf "$ok_python")"
+  printf '  "gateway_over_python": %s, "gateway_over_python_rounds": [%s], "target_gateway_over_python": %s, "gateway_over_python_met": %s,\n' "$python_ratio" "$(echo $python_ratios | tr ' ' ',')" "$TARGET_PYTHON_RATIO" "$(tf "$ok_python")"
   printf '  "valid": %s, "quiet": %s, "noisy_runs": %s,\n' "$(tf "$valid")" "$(tf "$quiet")" "$noisy_runs"
   printf '  "audit": {"events": %s, "expected_at_least": %s, "gateway_requests_counted": %s, "tokens_minted": %s, "ok": %s},\n' \
     "${events:-0}" "$expect" "$gw_requests" "$minted" "$(tf "$audit_ok")"
