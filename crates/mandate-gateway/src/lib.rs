@@ -193,7 +193,7 @@ impl Gateway {
 
     /// Handles a request that no authorization server route matched.
     pub async fn handle(&self, req: Request<Body>, peer: Option<SocketAddr>) -> Response<Body> {
-        let path = req.uri().path().to_owned();
+        let path = req.uri().path();
         if let Some(rest) = path.strip_prefix("/.well-known/oauth-protected-resource") {
             let route = if rest.is_empty() {
                 self.routes.root(self.settings.default_route.as_deref())
@@ -205,7 +205,7 @@ impl Gateway {
                 None => not_found(),
             };
         }
-        if is_card_path(&path) {
+        if is_card_path(path) {
             return match self.routes.root(self.settings.default_route.as_deref()) {
                 Some(r) if r.policy.protocol == Protocol::A2a => {
                     self.card(r, req.headers(), peer).await
@@ -213,14 +213,28 @@ impl Gateway {
                 _ => not_found(),
             };
         }
-        let Some((route, rest)) = self.routes.find(&path) else {
-            return not_found();
+        self.handle_routed(req, peer)
+            .await
+            .unwrap_or_else(|_| not_found())
+    }
+
+    /// Answers a request under one of the routes (the route's Agent Card, or
+    /// the checked and forwarded call), or hands it back when it is under
+    /// none: the public listener sends route traffic here directly.
+    pub async fn handle_routed(
+        &self,
+        req: Request<Body>,
+        peer: Option<SocketAddr>,
+    ) -> Result<Response<Body>, Request<Body>> {
+        let path = req.uri().path();
+        let Some((route, rest)) = self.routes.find(path) else {
+            return Err(req);
         };
         if is_card_path(rest) && route.policy.protocol == Protocol::A2a {
-            return self.card(route, req.headers(), peer).await;
+            return Ok(self.card(route, req.headers(), peer).await);
         }
-        let rest = rest.to_owned();
-        self.proxy(route, &rest, req, peer).await
+        let route_len = path.len() - rest.len();
+        Ok(self.proxy(route, route_len, req, peer).await)
     }
 
     fn protected_resource_metadata(&self, route: &Route) -> Response<Body> {
@@ -356,15 +370,18 @@ impl Gateway {
         Err(last)
     }
 
+    /// Checks and forwards a request whose path starts with `route_len`
+    /// bytes of `route`'s prefix.
     async fn proxy(
         &self,
         route: &Route,
-        rest: &str,
+        route_len: usize,
         req: Request<Body>,
         peer: Option<SocketAddr>,
     ) -> Response<Body> {
         let started = Instant::now();
         let (mut parts, body) = req.into_parts();
+        let rest = parts.uri.path().get(route_len..).unwrap_or_default();
         let mut buffered: Option<Bytes> = None;
         let body = if Guard::needs_body(&route.policy, &parts.method, &parts.headers) {
             match Limited::new(body, self.settings.max_body).collect().await {

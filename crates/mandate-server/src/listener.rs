@@ -146,9 +146,10 @@ impl PublicApp {
     async fn answer(self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let mut req = req.map(Body::new);
         if let Some(gateway) = &self.gateway {
-            if gateway.routes().find(req.uri().path()).is_some() {
-                return gateway.handle(req, Some(peer)).await;
-            }
+            req = match gateway.handle_routed(req, Some(peer)).await {
+                Ok(response) => return response,
+                Err(not_routed) => not_routed,
+            };
         }
         req.extensions_mut().insert(ConnectInfo(peer));
         match self.router.oneshot(req).await {
