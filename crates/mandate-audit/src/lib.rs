@@ -122,39 +122,110 @@ pub struct Event {
     pub hash: String,
 }
 
-#[derive(Serialize)]
-struct Canonical<'a> {
-    seq: i64,
-    prev_hash: &'a str,
-    time_ms: i64,
-    kind: &'a str,
-    client_id: Option<&'a str>,
-    subject: Option<&'a str>,
-    audience: Option<&'a str>,
-    scopes: Option<&'a str>,
-    jti: Option<&'a str>,
-    outcome: &'a str,
-    reason: Option<&'a str>,
-}
-
 /// SHA-256 (hex) of the canonical JSON of an event at `seq` after `prev_hash`.
 pub fn event_hash(seq: i64, prev_hash: &str, e: &NewEvent) -> String {
-    let canonical = Canonical {
-        seq,
-        prev_hash,
-        time_ms: e.time_ms,
-        kind: &e.kind,
-        client_id: e.client_id.as_deref(),
-        subject: e.subject.as_deref(),
-        audience: e.audience.as_deref(),
-        scopes: e.scopes.as_deref(),
-        jti: e.jti.as_deref(),
-        outcome: e.outcome.as_str(),
-        reason: e.reason.as_deref(),
-    };
-    // Serializing a struct of strings and integers cannot fail.
-    let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
-    hex::encode(Sha256::digest(&bytes))
+    CANONICAL.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        canonical_json(seq, prev_hash, e, &mut buf);
+        let mut hex = [0_u8; 64];
+        // 32 bytes always fit 64 hex digits, which are ASCII.
+        let _ = hex::encode_to_slice(Sha256::digest(buf.as_slice()), &mut hex);
+        String::from_utf8_lossy(&hex).into_owned()
+    })
+}
+
+thread_local! {
+    /// The canonical encoding of the event being hashed: one buffer per
+    /// thread, grown to the largest event seen, instead of one allocation
+    /// per event on the audit writer's hot path.
+    static CANONICAL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Writes (into `out`, cleared first) the canonical JSON of an event at
+/// `seq` after `prev_hash`: one object with the fields `seq`, `prev_hash`,
+/// `time_ms`, `kind`, `client_id`, `subject`, `audience`, `scopes`, `jti`,
+/// `outcome`, `reason` in that order, `null` for an absent one, no white
+/// space, strings escaped as `serde_json` escapes them (`"`, `\\` and control
+/// characters only; `\b \f \n \r \t` short, the rest as `\u00xx`).
+///
+/// That is byte for byte `serde_json::to_vec` of those fields (a test holds
+/// it to that): written by hand because it runs once per audited event, and
+/// the serializer's byte-at-a-time escaping was the largest single cost of
+/// the audit writer.
+pub fn canonical_json(seq: i64, prev_hash: &str, e: &NewEvent, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(b"{\"seq\":");
+    push_int(out, seq);
+    out.extend_from_slice(b",\"prev_hash\":");
+    push_str(out, prev_hash);
+    out.extend_from_slice(b",\"time_ms\":");
+    push_int(out, e.time_ms);
+    out.extend_from_slice(b",\"kind\":");
+    push_str(out, &e.kind);
+    for (name, value) in [
+        (&b",\"client_id\":"[..], &e.client_id),
+        (b",\"subject\":", &e.subject),
+        (b",\"audience\":", &e.audience),
+        (b",\"scopes\":", &e.scopes),
+        (b",\"jti\":", &e.jti),
+    ] {
+        out.extend_from_slice(name);
+        push_opt(out, value.as_deref());
+    }
+    out.extend_from_slice(b",\"outcome\":");
+    push_str(out, e.outcome.as_str());
+    out.extend_from_slice(b",\"reason\":");
+    push_opt(out, e.reason.as_deref());
+    out.push(b'}');
+}
+
+fn push_int(out: &mut Vec<u8>, n: i64) {
+    use std::io::Write as _;
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{n}");
+}
+
+fn push_opt(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => push_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A JSON string, escaped as `serde_json` does.
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    // Without early exit, so that the compiler checks many bytes at once.
+    let plain = bytes.iter().fold(true, |plain, &b| {
+        plain & (b >= 0x20) & (b != b'"') & (b != b'\\')
+    });
+    if plain {
+        out.extend_from_slice(bytes);
+    } else {
+        for &b in bytes {
+            match b {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                0x08 => out.extend_from_slice(b"\\b"),
+                0x0c => out.extend_from_slice(b"\\f"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                c if c < 0x20 => out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(c >> 4)],
+                    HEX[usize::from(c & 0xf)],
+                ]),
+                c => out.push(c),
+            }
+        }
+    }
+    out.push(b'"');
 }
 
 /// The first place a chain does not hold.
@@ -229,6 +300,77 @@ pub fn verify_chain<'a>(events: impl IntoIterator<Item = &'a Event>) -> Result<i
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reference: `serde_json`'s compact encoding of the fields in order.
+    #[derive(Serialize)]
+    struct Canonical<'a> {
+        seq: i64,
+        prev_hash: &'a str,
+        time_ms: i64,
+        kind: &'a str,
+        client_id: Option<&'a str>,
+        subject: Option<&'a str>,
+        audience: Option<&'a str>,
+        scopes: Option<&'a str>,
+        jti: Option<&'a str>,
+        outcome: &'a str,
+        reason: Option<&'a str>,
+    }
+
+    fn reference(seq: i64, prev_hash: &str, e: &NewEvent) -> Vec<u8> {
+        serde_json::to_vec(&Canonical {
+            seq,
+            prev_hash,
+            time_ms: e.time_ms,
+            kind: &e.kind,
+            client_id: e.client_id.as_deref(),
+            subject: e.subject.as_deref(),
+            audience: e.audience.as_deref(),
+            scopes: e.scopes.as_deref(),
+            jti: e.jti.as_deref(),
+            outcome: e.outcome.as_str(),
+            reason: e.reason.as_deref(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn canonical_json_is_serde_jsons_encoding() {
+        // Every character that JSON escapes (and a few it does not), alone
+        // and among others, in every string field, absent fields as null.
+        let mut samples: Vec<String> = (0u32..0x80)
+            .filter_map(char::from_u32)
+            .map(|c| c.to_string())
+            .collect();
+        samples.extend(
+            [
+                "",
+                "plain",
+                "a\"b\\c",
+                "tab\there\nnew\r\u{1}\u{1f}\u{7f}",
+                "é ✓ 𝄞 \u{2028}",
+                "</script>",
+            ]
+            .map(String::from),
+        );
+        let mut buf = Vec::new();
+        for (i, s) in samples.iter().enumerate() {
+            let mut e = NewEvent::new(-7 + i as i64, s, Outcome::Failure);
+            let present = Some(s.clone());
+            e.client_id.clone_from(&present);
+            e.audience.clone_from(&present);
+            e.jti.clone_from(&present);
+            if i % 2 == 0 {
+                e.subject.clone_from(&present);
+                e.scopes.clone_from(&present);
+                e.reason.clone_from(&present);
+            }
+            for (seq, prev) in [(i64::MIN, s.as_str()), (i64::MAX, GENESIS_HASH), (0, "")] {
+                canonical_json(seq, prev, &e, &mut buf);
+                assert_eq!(buf, reference(seq, prev, &e), "{s:?}");
+            }
+        }
+    }
 
     fn chain(n: i64) -> Vec<Event> {
         let mut prev = GENESIS_HASH.to_owned();

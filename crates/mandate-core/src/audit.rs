@@ -93,7 +93,14 @@ async fn write_batches(
         }
         let (events, waiting): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
         let count = events.len();
-        let ok = match store.append_audit(events).await {
+        // Nobody waits for a batch of decisions alone: it need not be synced
+        // before the next batch (see `Store::append_audit_unsynced`).
+        let appended = if waiting.iter().all(Option::is_none) {
+            store.append_audit_unsynced(events).await
+        } else {
+            store.append_audit(events).await
+        };
+        let ok = match appended {
             Ok(_) => true,
             Err(e) => {
                 tracing::error!(error = %e, events = count, "audit batch failed; refusing the requests it covers");

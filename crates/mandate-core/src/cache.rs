@@ -176,6 +176,10 @@ impl Store for CachedStore {
         self.inner.append_audit(events).await
     }
 
+    async fn append_audit_unsynced(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
+        self.inner.append_audit_unsynced(events).await
+    }
+
     async fn audit_after(&self, after: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
         self.inner.audit_after(after, limit).await
     }

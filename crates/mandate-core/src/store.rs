@@ -89,6 +89,15 @@ pub trait Store: Send + Sync + 'static {
     /// Appends events to the hash chain, atomically, after the current head
     /// (whichever replica wrote it). Returns them chained.
     async fn append_audit(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError>;
+    /// As [`Store::append_audit`], for events nobody waits for (gateway
+    /// decisions, answered before they are recorded): the commit need not
+    /// reach stable storage before this returns. It survives Mandate
+    /// crashing, is synced by the next durable commit or checkpoint, and
+    /// only a crash of the database's host in between can lose it, with the
+    /// chain still intact up to the last synced event.
+    async fn append_audit_unsynced(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
+        self.append_audit(events).await
+    }
     /// Events with `seq > after`, at most `limit`, in order.
     async fn audit_after(&self, after: i64, limit: i64) -> Result<Vec<Event>, StoreError>;
 

@@ -9,9 +9,10 @@
 //! Durability: SQLite runs in WAL mode with `synchronous=FULL`, so a commit is
 //! on disk when it returns; every [`Store`] method is one transaction. On
 //! SQLite the two writes of the hot path (audit appends, single-use values)
-//! go through one writer thread instead, and single-use values commit
-//! without an fsync of their own (`sqlite_writer` says why and what that
-//! trades).
+//! go through one writer thread instead, and single-use values and batches
+//! of gateway decisions commit without an fsync of their own
+//! (`sqlite_writer` says why and what that trades; on PostgreSQL those
+//! batches commit with `synchronous_commit = off`).
 
 mod migrations;
 mod sqlite_writer;
@@ -31,7 +32,7 @@ use mandate_types::{ClientId, ResourceUri, UnixTime};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor as _, Row as _};
 
-use sqlite_writer::SqliteWriter;
+use sqlite_writer::{Durability, SqliteWriter};
 
 /// Events per INSERT statement (12 parameters each, well under both
 /// databases' parameter limits).
@@ -71,6 +72,88 @@ fn corrupt(table: &'static str, detail: impl ToString) -> StoreError {
 }
 
 impl SqlStore {
+    /// Appends to the chain, synced as `durability` says.
+    async fn append_audit_as(
+        &self,
+        events: Vec<NewEvent>,
+        durability: Durability,
+    ) -> Result<Vec<Event>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(writer) = &self.writer {
+            return writer.append_audit(events, durability).await;
+        }
+        let count = i64::try_from(events.len()).map_err(|e| corrupt("audit_head", e))?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        if durability == Durability::Deferred {
+            // This transaction's commit returns before its WAL is flushed
+            // (PostgreSQL flushes it within a few hundred milliseconds).
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        // PostgreSQL from here. Writing first takes the head's row lock, so
+        // concurrent replicas chain one after the other.
+        let head =
+            sqlx::query("UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash")
+                .bind(count)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+        let last_seq: i64 = head.try_get("seq").map_err(|e| corrupt("audit_head", e))?;
+        let mut prev: String = head.try_get("hash").map_err(|e| corrupt("audit_head", e))?;
+        let mut chained = Vec::with_capacity(events.len());
+        for (i, e) in (0_i64..).zip(events) {
+            let event = e.chain(last_seq - count + 1 + i, &prev);
+            prev.clone_from(&event.hash);
+            chained.push(event);
+        }
+        // Multi-row INSERTs: one statement per 256 events instead of one per
+        // event (each statement is a round trip to the database).
+        for chunk in chained.chunks(AUDIT_ROWS_PER_INSERT) {
+            let mut sql = String::from(
+                "INSERT INTO audit_events (seq, time_ms, kind, client_id, subject, audience, \
+                 scopes, jti, outcome, reason, prev_hash, hash) VALUES ",
+            );
+            for row in 0..chunk.len() {
+                let b = row * 12;
+                if row > 0 {
+                    sql.push_str(", ");
+                }
+                let params: Vec<String> = (1..=12).map(|c| format!("${}", b + c)).collect();
+                sql.push('(');
+                sql.push_str(&params.join(", "));
+                sql.push(')');
+            }
+            let mut query = sqlx::query(&sql);
+            for event in chunk {
+                query = query
+                    .bind(event.seq)
+                    .bind(event.event.time_ms)
+                    .bind(event.event.kind.clone())
+                    .bind(event.event.client_id.clone())
+                    .bind(event.event.subject.clone())
+                    .bind(event.event.audience.clone())
+                    .bind(event.event.scopes.clone())
+                    .bind(event.event.jti.clone())
+                    .bind(event.event.outcome.as_str().to_owned())
+                    .bind(event.event.reason.clone())
+                    .bind(event.prev_hash.clone())
+                    .bind(event.hash.clone());
+            }
+            query.execute(&mut *tx).await.map_err(db)?;
+        }
+        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+            .bind(prev)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(chained)
+    }
+
     /// Connects to `url` (`sqlite://PATH?mode=rwc` or `postgres://...`) and
     /// applies pending migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
@@ -468,72 +551,11 @@ impl Store for SqlStore {
     }
 
     async fn append_audit(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        if let Some(writer) = &self.writer {
-            return writer.append_audit(events).await;
-        }
-        let count = i64::try_from(events.len()).map_err(|e| corrupt("audit_head", e))?;
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        // PostgreSQL from here. Writing first takes the head's row lock, so
-        // concurrent replicas chain one after the other.
-        let head =
-            sqlx::query("UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash")
-                .bind(count)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db)?;
-        let last_seq: i64 = head.try_get("seq").map_err(|e| corrupt("audit_head", e))?;
-        let mut prev: String = head.try_get("hash").map_err(|e| corrupt("audit_head", e))?;
-        let mut chained = Vec::with_capacity(events.len());
-        for (i, e) in (0_i64..).zip(events) {
-            let event = e.chain(last_seq - count + 1 + i, &prev);
-            prev.clone_from(&event.hash);
-            chained.push(event);
-        }
-        // Multi-row INSERTs: one statement per 256 events instead of one per
-        // event (each statement is a round trip to the database).
-        for chunk in chained.chunks(AUDIT_ROWS_PER_INSERT) {
-            let mut sql = String::from(
-                "INSERT INTO audit_events (seq, time_ms, kind, client_id, subject, audience, \
-                 scopes, jti, outcome, reason, prev_hash, hash) VALUES ",
-            );
-            for row in 0..chunk.len() {
-                let b = row * 12;
-                if row > 0 {
-                    sql.push_str(", ");
-                }
-                let params: Vec<String> = (1..=12).map(|c| format!("${}", b + c)).collect();
-                sql.push('(');
-                sql.push_str(&params.join(", "));
-                sql.push(')');
-            }
-            let mut query = sqlx::query(&sql);
-            for event in chunk {
-                query = query
-                    .bind(event.seq)
-                    .bind(event.event.time_ms)
-                    .bind(event.event.kind.clone())
-                    .bind(event.event.client_id.clone())
-                    .bind(event.event.subject.clone())
-                    .bind(event.event.audience.clone())
-                    .bind(event.event.scopes.clone())
-                    .bind(event.event.jti.clone())
-                    .bind(event.event.outcome.as_str().to_owned())
-                    .bind(event.event.reason.clone())
-                    .bind(event.prev_hash.clone())
-                    .bind(event.hash.clone());
-            }
-            query.execute(&mut *tx).await.map_err(db)?;
-        }
-        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
-            .bind(prev)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        Ok(chained)
+        self.append_audit_as(events, Durability::Synced).await
+    }
+
+    async fn append_audit_unsynced(&self, events: Vec<NewEvent>) -> Result<Vec<Event>, StoreError> {
+        self.append_audit_as(events, Durability::Deferred).await
     }
 
     async fn audit_after(&self, after: i64, limit: i64) -> Result<Vec<Event>, StoreError> {

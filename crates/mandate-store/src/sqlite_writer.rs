@@ -13,7 +13,11 @@
 //!
 //! Two kinds of commit:
 //! - audit events commit with `synchronous=FULL`: a token is answered only
-//!   once its event is on disk;
+//!   once its event is on disk. A batch of gateway decisions alone, which
+//!   nobody waits for (the request was answered before its decision was
+//!   queued), commits with `synchronous=NORMAL`: the next full commit or
+//!   checkpoint syncs it, and a power loss before that loses those last
+//!   decisions, never a link in the middle of the chain;
 //! - single-use values (DPoP proof ids, assertion `jti`s) commit with
 //!   `synchronous=NORMAL`: at once visible to every connection and every
 //!   replica on the file, kept if the process crashes, and lost only if the
@@ -42,6 +46,7 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 enum Job {
     Audit {
         events: Vec<NewEvent>,
+        durability: Durability,
         reply: Reply<Vec<Event>>,
     },
     UseOnce {
@@ -60,6 +65,15 @@ enum Job {
     Ping(oneshot::Sender<()>),
     /// Finish what is queued before this, then close the connection.
     Stop,
+}
+
+/// Whether an audit append must be on disk when it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Synced before it returns.
+    Synced,
+    /// Synced by a later commit or checkpoint.
+    Deferred,
 }
 
 /// Handle to the writer thread; the thread ends when the last handle is
@@ -93,8 +107,8 @@ impl SqliteWriter {
             Ok::<_, StoreError>(conn)
         };
         let connections = Connections {
-            audit: open("FULL")?,
-            uses: open("NORMAL")?,
+            full: open("FULL")?,
+            normal: open("NORMAL")?,
         };
         let (jobs, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -119,8 +133,14 @@ impl SqliteWriter {
     pub(crate) async fn append_audit(
         &self,
         events: Vec<NewEvent>,
+        durability: Durability,
     ) -> Result<Vec<Event>, StoreError> {
-        self.ask(|reply| Job::Audit { events, reply }).await
+        self.ask(|reply| Job::Audit {
+            events,
+            durability,
+            reply,
+        })
+        .await
     }
 
     /// Records that `jti` was exchanged from `parent_jti`; whether the parent
@@ -178,16 +198,18 @@ impl SqliteWriter {
 /// The writer's connections to one file, used one after the other (so they
 /// never wait for each other's lock).
 struct Connections {
-    /// `synchronous=FULL`: audit appends.
-    audit: Connection,
-    /// `synchronous=NORMAL`: single-use values.
-    uses: Connection,
+    /// `synchronous=FULL`: audit appends someone waits for.
+    full: Connection,
+    /// `synchronous=NORMAL`: single-use values, lineage, and audit appends
+    /// nobody waits for.
+    normal: Connection,
 }
 
 fn run(conn: &Connections, rx: &mpsc::Receiver<Job>) {
     let mut uses = Vec::new();
     let mut lineages = Vec::new();
     let mut audits = Vec::new();
+    let mut audit_durability = Durability::Deferred;
     let mut stopping = false;
     while let Ok(first) = rx.recv() {
         let mut taken = 0;
@@ -205,7 +227,16 @@ fn run(conn: &Connections, rx: &mpsc::Receiver<Job>) {
                     expires_at,
                     reply,
                 } => lineages.push(((jti, parent_jti, expires_at), reply)),
-                Job::Audit { events, reply } => audits.push((events, reply)),
+                Job::Audit {
+                    events,
+                    durability,
+                    reply,
+                } => {
+                    if durability == Durability::Synced {
+                        audit_durability = Durability::Synced;
+                    }
+                    audits.push((events, reply));
+                }
                 Job::Ping(reply) => {
                     let _ = reply.send(());
                 }
@@ -219,7 +250,7 @@ fn run(conn: &Connections, rx: &mpsc::Receiver<Job>) {
         if !uses.is_empty() || !lineages.is_empty() {
             let (use_values, use_replies): (Vec<_>, Vec<_>) = uses.drain(..).unzip();
             let (lineage_values, lineage_replies): (Vec<_>, Vec<_>) = lineages.drain(..).unzip();
-            match commit_small_writes(&conn.uses, &use_values, &lineage_values) {
+            match commit_small_writes(&conn.normal, &use_values, &lineage_values) {
                 Ok((firsts, revoked)) => {
                     answer(use_replies, Ok(firsts));
                     answer(lineage_replies, Ok(revoked));
@@ -232,7 +263,12 @@ fn run(conn: &Connections, rx: &mpsc::Receiver<Job>) {
         }
         if !audits.is_empty() {
             let (batches, replies): (Vec<_>, Vec<_>) = audits.drain(..).unzip();
-            answer(replies, commit_audit(&conn.audit, batches));
+            // One commit for the round: synced if any of its batches must be.
+            let connection = match std::mem::replace(&mut audit_durability, Durability::Deferred) {
+                Durability::Synced => &conn.full,
+                Durability::Deferred => &conn.normal,
+            };
+            answer(replies, commit_audit(connection, batches));
         }
         if stopping {
             return;

@@ -696,7 +696,13 @@ async fn audit_chains_across_batches(db: &TestDb) {
     let mut next = 1;
     for (i, size) in [1_i64, 3, 1, 5, 2].into_iter().enumerate() {
         let batch = events(next..next + size, &format!("b{i}"));
-        let chained = store.append_audit(batch.clone()).await.unwrap();
+        // Synced and unsynced appends (gateway decisions) form one chain.
+        let chained = if i % 2 == 0 {
+            store.append_audit(batch.clone()).await
+        } else {
+            store.append_audit_unsynced(batch.clone()).await
+        }
+        .unwrap();
         assert_eq!(chained.len(), batch.len());
         for (c, e) in chained.iter().zip(&batch) {
             assert_eq!(&c.event, e, "content is stored as given");
@@ -782,10 +788,12 @@ async fn audit_concurrent_appends_form_one_chain(db: &TestDb) {
             for i in 0..BATCHES {
                 let size = 1 + (t + i) % 3;
                 let batch = events(i * 10..i * 10 + size, &format!("t{t}"));
-                let chained = store
-                    .append_audit(batch)
-                    .await
-                    .unwrap_or_else(|e| panic!("task {t} batch {i}: {e}"));
+                let chained = if (t + i) % 2 == 0 {
+                    store.append_audit(batch).await
+                } else {
+                    store.append_audit_unsynced(batch).await
+                }
+                .unwrap_or_else(|e| panic!("task {t} batch {i}: {e}"));
                 // A batch is contiguous.
                 for pair in chained.windows(2) {
                     assert_eq!(pair[1].seq, pair[0].seq + 1);
