@@ -194,7 +194,6 @@ fn push_opt(out: &mut Vec<u8>, s: Option<&str>) {
 
 /// A JSON string, escaped as `serde_json` does.
 fn push_str(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = s.as_bytes();
     // Without early exit, so that the compiler checks many bytes at once.
@@ -213,14 +212,11 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
                 b'\n' => out.extend_from_slice(b"\\n"),
                 b'\r' => out.extend_from_slice(b"\\r"),
                 b'\t' => out.extend_from_slice(b"\\t"),
-                c if c < 0x20 => out.extend_from_slice(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[usize::from(c >> 4)],
-                    HEX[usize::from(c & 0xf)],
-                ]),
+                c if c < 0x20 => {
+                    use std::io::Write as _;
+                    // Writing to a Vec cannot fail.
+                    let _ = write!(out, "\\u{c:04x}");
+                }
                 c => out.push(c),
             }
         }

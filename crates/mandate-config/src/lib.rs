@@ -21,7 +21,7 @@ use mandate_types::{ClientId, ResourceUri, Scope, ScopeSet, SecretHash};
 
 /// Most threads the public listener may run.
 pub const MAX_LISTENER_THREADS: usize = 256;
-/// Longest `limits.request_timeout`, seconds.
+/// Longest `limits.request_timeout` and `limits.header_read_timeout`, seconds.
 pub const MAX_REQUEST_TIMEOUT: i64 = 300;
 
 pub use gateway::{GatewayConfig, IssuerConfig, RouteConfig, UpstreamCa};
@@ -150,6 +150,11 @@ pub struct Config {
     /// Longest a request to the server's own routes may take (408 after);
     /// the gateway's routes have their `upstream_timeout` instead. Seconds.
     pub request_timeout: i64,
+    /// Longest the public listener waits for a request's head (the request
+    /// line and headers), from the moment it starts waiting for one, also
+    /// on an idle kept-alive connection; then the connection is closed.
+    /// Seconds.
+    pub header_read_timeout: i64,
     /// Resources to apply at start.
     pub resources: Vec<ResourceConfig>,
     /// Clients to apply at start.
@@ -350,6 +355,17 @@ impl Config {
                 format!("must be at most {MAX_REQUEST_TIMEOUT} seconds"),
             ));
         }
+        let header_read_timeout = duration(
+            "limits.header_read_timeout",
+            raw.limits.header_read_timeout.clone(),
+            30,
+        )?;
+        if header_read_timeout > MAX_REQUEST_TIMEOUT {
+            return Err(err(
+                "limits.header_read_timeout",
+                format!("must be at most {MAX_REQUEST_TIMEOUT} seconds"),
+            ));
+        }
         let max_body_bytes = raw.limits.max_body_bytes.unwrap_or(64 * 1024);
         if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
             return Err(err(
@@ -494,6 +510,7 @@ impl Config {
             dpop_nonce: t.dpop_nonce.unwrap_or(true),
             max_body_bytes,
             request_timeout,
+            header_read_timeout,
             resources,
             clients,
             registration_mode,

@@ -118,6 +118,7 @@ pub struct RawTokens {
 pub struct RawLimits {
     pub max_body_bytes: Option<usize>,
     pub request_timeout: Option<String>,
+    pub header_read_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -42,6 +42,29 @@ fn request_timeout_defaults_to_30_s_and_is_bounded() {
 }
 
 #[test]
+fn header_read_timeout_defaults_to_30_s_and_is_bounded() {
+    let no_env = |_: &str| None;
+    let c = Config::load(None, &Overrides::default(), &no_env).unwrap();
+    assert_eq!(c.header_read_timeout, 30);
+    let c = Config::load(
+        Some("[limits]\nheader_read_timeout = \"5s\""),
+        &Overrides::default(),
+        &no_env,
+    )
+    .unwrap();
+    assert_eq!(c.header_read_timeout, 5);
+    for bad in ["0s", "6m", "soon"] {
+        let e = Config::load(
+            Some(&format!("[limits]\nheader_read_timeout = \"{bad}\"")),
+            &Overrides::default(),
+            &no_env,
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "limits.header_read_timeout", "{bad}");
+    }
+}
+
+#[test]
 fn listener_threads_default_to_one_per_cpu_and_are_bounded() {
     let c = Config::load(None, &Overrides::default(), &no_env).unwrap();
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);

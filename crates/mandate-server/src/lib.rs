@@ -281,7 +281,10 @@ pub async fn start(
             router: public,
             gateway: state.gateway.clone(),
         },
-        config.listener_threads,
+        listener::ConnectionLimits {
+            threads: config.listener_threads,
+            header_read_timeout: Duration::from_secs(config.header_read_timeout.unsigned_abs()),
+        },
         stopped.clone(),
     )?;
     let (admin_addr, admin_task) = serve_admin(config.admin_listen, admin, stopped.clone()).await?;

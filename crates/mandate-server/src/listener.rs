@@ -19,6 +19,11 @@
 //! per request. Route paths cannot shadow the authorization server's own
 //! (the configuration reserves them), so the split changes no answer.
 //!
+//! Every connection has hyper's header-read timeout
+//! (`limits.header_read_timeout`): otherwise a client that opens connections
+//! and never finishes a request head, or keeps them open idle, would hold
+//! them, and their file descriptors, for ever.
+//!
 //! The loops outlive their listener: a database connection opened while
 //! serving a request belongs to that thread's event loop, and the server's
 //! last audit batch may still go through it, so each loop keeps running
@@ -33,8 +38,9 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use mandate_gateway::Gateway;
 use tokio::net::TcpSocket;
 use tokio::sync::{oneshot, watch};
@@ -45,6 +51,15 @@ use crate::StartError;
 
 /// Period of each loop's idle timer (see `serve`).
 const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How the public listener serves connections.
+pub(crate) struct ConnectionLimits {
+    /// Event loops (threads).
+    pub(crate) threads: usize,
+    /// Longest wait for a request's head, on a new connection and between
+    /// requests on a kept-alive one; then the connection is closed.
+    pub(crate) header_read_timeout: Duration,
+}
 
 /// The running event loops of the public listener.
 pub(crate) struct PublicListener {
@@ -59,14 +74,23 @@ pub(crate) struct PublicListener {
 }
 
 impl PublicListener {
-    /// Binds `addr` and serves `app` on `threads` event loops until `stop`
-    /// turns true (or its sender is dropped).
+    /// Binds `addr` and serves `app` on `limits.threads` event loops until
+    /// `stop` turns true (or its sender is dropped).
     pub(crate) fn start(
         addr: SocketAddr,
         app: PublicApp,
-        threads: usize,
+        limits: ConnectionLimits,
         stop: watch::Receiver<bool>,
     ) -> Result<Self, StartError> {
+        let ConnectionLimits {
+            threads,
+            header_read_timeout,
+        } = limits;
+        // hyper's own timer for the head's deadline: it is armed only while
+        // a head is awaited and dropped once the head is read.
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout);
         let bind_error = |source| StartError::Bind { addr, source };
         let socket = listen(addr).map_err(bind_error)?;
         let bound = socket.local_addr().map_err(bind_error)?;
@@ -81,7 +105,14 @@ impl PublicListener {
                 .map_err(StartError::Threads)?;
             let (done, finished) = oneshot::channel();
             dones.push(finished);
-            let serve = serve(socket, app.clone(), stop.clone(), released.clone(), done);
+            let serve = serve(
+                socket,
+                app.clone(),
+                http.clone(),
+                stop.clone(),
+                released.clone(),
+                done,
+            );
             let thread = std::thread::Builder::new()
                 .name(format!("mandate-http-{i}"))
                 .spawn(move || runtime.block_on(serve))
@@ -164,6 +195,7 @@ impl PublicApp {
 async fn serve(
     socket: std::net::TcpListener,
     app: PublicApp,
+    http: http1::Builder,
     mut stop: watch::Receiver<bool>,
     mut released: watch::Receiver<()>,
     done: oneshot::Sender<()>,
@@ -206,6 +238,7 @@ async fn serve(
                     tcp,
                     peer,
                     app.clone(),
+                    http.clone(),
                     drain.clone(),
                     open.clone(),
                 ));
@@ -229,6 +262,7 @@ async fn serve_connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     app: PublicApp,
+    http: http1::Builder,
     mut drain: watch::Receiver<()>,
     open: watch::Receiver<()>,
 ) {
@@ -236,8 +270,7 @@ async fn serve_connection(
         let app = app.clone();
         async move { Ok::<_, Infallible>(app.answer(req, peer).await) }
     });
-    let connection =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
+    let connection = http.serve_connection(TokioIo::new(tcp), service);
     let mut connection = std::pin::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {

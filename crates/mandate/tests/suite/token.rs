@@ -352,6 +352,47 @@ async fn a_stalled_request_times_out(db: &TestDb) {
 }
 for_each_backend!(a_stalled_request_times_out, a_stalled_request_times_out);
 
+/// A connection that never finishes its request head, and a kept-alive one
+/// that goes quiet after a request, are closed once
+/// `limits.header_read_timeout` has passed (no slowloris); others are served.
+async fn a_stalled_request_head_is_closed(db: &TestDb) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let h = Harness::start_with(db, "[limits]\nheader_read_timeout = \"1s\"\n", &[]).await;
+    let addr = h.base.trim_start_matches("http://").to_owned();
+    let closed = |mut stream: tokio::net::TcpStream| async move {
+        let mut rest = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            stream.read_to_end(&mut rest),
+        )
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+        String::from_utf8_lossy(&rest).into_owned()
+    };
+
+    let mut partial = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    partial
+        .write_all(format!("GET /jwks.json HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(closed(partial).await, "", "closed without an answer");
+
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(format!("GET /jwks.json HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let answered = closed(idle).await;
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    assert_eq!(answered.matches("HTTP/1.1").count(), 1);
+
+    assert_eq!(h.token_basic("agent-basic", &[]).await.0, StatusCode::OK);
+}
+for_each_backend!(
+    a_stalled_request_head_is_closed,
+    a_stalled_request_head_is_closed
+);
+
 async fn raw_http(base: &str, request_line: &str, content_type: &str, body: &[u8]) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let addr = base.trim_start_matches("http://");
