@@ -127,6 +127,16 @@ mod identity {
     pub(crate) const OPERATION: HeaderName = HeaderName::from_static("x-mandate-operation");
 }
 
+/// The `X-Forwarded-*` fields, as constants: inserting by a `&str` name
+/// would copy the name into a new allocation on every request.
+mod forwarded {
+    use http::HeaderName;
+
+    pub(crate) const FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    pub(crate) const HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    pub(crate) const PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+}
+
 /// RFC 9110 §7.6.1 hop-by-hop fields (and the common non-standard ones).
 const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
@@ -147,12 +157,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
         return;
     }
+    // The names `Connection` lists beyond the fixed ones (usually none:
+    // `Connection: keep-alive` names one of them).
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|n| {
+            !HOP_BY_HOP
+                .iter()
+                .any(|h| h.as_str().eq_ignore_ascii_case(n))
+        })
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect();
     for n in named.iter().chain(&HOP_BY_HOP) {
         headers.remove(n);
@@ -602,24 +620,34 @@ fn prepare_upstream_headers(
         headers.remove(header::AUTHORIZATION);
     }
     headers.remove(header::HOST);
-    if let Some(ip) = peer.map(|p| p.ip().to_string()) {
-        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prior) => format!("{prior}, {ip}"),
-            None => ip,
+    if let Some(ip) = peer.map(|p| p.ip()) {
+        let xff = match headers.get(forwarded::FOR).and_then(|v| v.to_str().ok()) {
+            Some(prior) => HeaderValue::from_str(&format!("{prior}, {ip}")).ok(),
+            None => {
+                // An address fits in 64 bytes; formatted on the stack, it
+                // is copied once, into the value.
+                let mut buf = [0_u8; 64];
+                let mut w = &mut buf[..];
+                let written = std::io::Write::write_fmt(&mut w, format_args!("{ip}"));
+                let len = 64 - w.len();
+                written
+                    .ok()
+                    .and_then(|()| HeaderValue::from_bytes(buf.get(..len)?).ok())
+            }
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            headers.insert("x-forwarded-for", v);
+        if let Some(v) = xff {
+            headers.insert(forwarded::FOR, v);
         }
     }
     if let Some(h) = original_host {
-        headers.insert("x-forwarded-host", h);
+        headers.insert(forwarded::HOST, h);
     }
     let proto = if public_base.starts_with("https:") {
         "https"
     } else {
         "http"
     };
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    headers.insert(forwarded::PROTO, HeaderValue::from_static(proto));
     let mut set = |name: HeaderName, value: Option<&str>| {
         if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
             headers.insert(name, v);

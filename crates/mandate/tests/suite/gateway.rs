@@ -109,6 +109,7 @@ async fn allows_and_forwards_identity(db: &TestDb) {
         .header("x-mandate-subject", "forged-admin")
         .header("connection", "keep-alive, x-drop-me")
         .header("x-drop-me", "1")
+        .header("x-forwarded-for", "203.0.113.7")
         .send()
         .await
         .unwrap();
@@ -127,7 +128,7 @@ async fn allows_and_forwards_identity(db: &TestDb) {
         seen.headers.get("x-drop-me").is_none(),
         "hop-by-hop headers named in Connection are dropped"
     );
-    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
     assert!(seen.headers["x-forwarded-host"]
         .to_str()
         .unwrap()
@@ -140,6 +141,7 @@ async fn allows_and_forwards_identity(db: &TestDb) {
         serde_json::from_slice::<Value>(&up.last().body).unwrap()["method"],
         "SendMessage"
     );
+    assert_eq!(up.last().headers["x-forwarded-for"], "127.0.0.1");
     // The plain route maps to the upstream's base path.
     let other = h.token_basic("agent-post", &[]).await;
     let _ = other;
