@@ -286,6 +286,7 @@ mod tests {
         Route {
             path: "/agents/expense".into(),
             upstream: url::Url::parse("http://127.0.0.1:9001").unwrap(),
+            upstream_host: None,
             policy: ProtectedResource {
                 resource: "https://expense.example".into(),
                 resource_metadata: "x".into(),

@@ -35,7 +35,7 @@ use serde_json::json;
 
 pub use card::{CardSettings, CardSigner, ScopeCatalog};
 pub use metrics::GatewayMetrics;
-pub use route::{Route, RouteTable};
+pub use route::{upstream_host, Route, RouteTable};
 pub use upstream::{UpstreamClient, UpstreamTls};
 
 /// Identity headers set for the upstream; incoming copies are removed.
@@ -619,7 +619,10 @@ fn prepare_upstream_headers(
     if !route.pass_token {
         headers.remove(header::AUTHORIZATION);
     }
-    headers.remove(header::HOST);
+    match &route.upstream_host {
+        Some(host) => headers.insert(header::HOST, host.clone()),
+        None => headers.remove(header::HOST),
+    };
     if let Some(ip) = peer.map(|p| p.ip()) {
         let xff = match headers.get(forwarded::FOR).and_then(|v| v.to_str().ok()) {
             Some(prior) => HeaderValue::from_str(&format!("{prior}, {ip}")).ok(),

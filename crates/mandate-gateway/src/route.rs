@@ -16,6 +16,9 @@ pub struct Route {
     pub path: String,
     /// Base URL of the upstream, `http://127.0.0.1:9001` or with a path.
     pub upstream: url::Url,
+    /// The `Host` requests to the upstream carry: [`upstream_host`] of
+    /// `upstream`, made once rather than per request.
+    pub upstream_host: Option<http::HeaderValue>,
     /// The policy, including the audience.
     pub policy: ProtectedResource,
     /// Name shown in metadata (`resource_name`).
@@ -29,6 +32,18 @@ pub struct Route {
     /// The connection pool to the upstream, with the TLS trust it needs
     /// (see [`crate::upstream`]).
     pub client: UpstreamClient,
+}
+
+/// The `Host` field for requests to `upstream`: its host, with the port when
+/// it is not the scheme's default. `None` if it has no host or cannot be a
+/// field value (the HTTP client then writes one itself).
+pub fn upstream_host(upstream: &url::Url) -> Option<http::HeaderValue> {
+    let host = upstream.host_str()?;
+    let value = match upstream.port() {
+        Some(port) => http::HeaderValue::try_from(format!("{host}:{port}")),
+        None => http::HeaderValue::from_str(host),
+    };
+    value.ok()
 }
 
 impl Route {
@@ -71,5 +86,20 @@ impl RouteTable {
             None if self.0.len() == 1 => self.0.first(),
             None => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_host_keeps_only_a_port_that_is_not_the_default() {
+        let host = |u: &str| upstream_host(&url::Url::parse(u).unwrap()).unwrap();
+        assert_eq!(host("http://127.0.0.1:9001/a"), "127.0.0.1:9001");
+        assert_eq!(host("http://agent.example/"), "agent.example");
+        assert_eq!(host("https://agent.example:443"), "agent.example");
+        assert_eq!(host("https://agent.example:8443"), "agent.example:8443");
+        assert_eq!(host("http://[::1]:8080"), "[::1]:8080");
     }
 }

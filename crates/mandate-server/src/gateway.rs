@@ -280,6 +280,7 @@ pub fn build(
         routes.push(Route {
             path: r.path.clone(),
             upstream: r.upstream.clone(),
+            upstream_host: mandate_gateway::upstream_host(&r.upstream),
             policy: ProtectedResource {
                 resource: r.resource.to_string(),
                 resource_metadata: format!(

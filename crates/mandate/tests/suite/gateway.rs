@@ -129,6 +129,11 @@ async fn allows_and_forwards_identity(db: &TestDb) {
         "hop-by-hop headers named in Connection are dropped"
     );
     assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(
+        seen.headers["host"],
+        up.addr.unwrap().to_string().as_str(),
+        "the upstream sees its own host, the caller's goes in X-Forwarded-Host"
+    );
     assert!(seen.headers["x-forwarded-host"]
         .to_str()
         .unwrap()
