@@ -84,6 +84,7 @@ impl SqlStore {
         if let Some(writer) = &self.writer {
             return writer.append_audit(events, durability).await;
         }
+        // PostgreSQL from here.
         let count = i64::try_from(events.len()).map_err(|e| corrupt("audit_head", e))?;
         let mut tx = self.pool.begin().await.map_err(db)?;
         if durability == Durability::Deferred {
@@ -94,8 +95,8 @@ impl SqlStore {
                 .await
                 .map_err(db)?;
         }
-        // PostgreSQL from here. Writing first takes the head's row lock, so
-        // concurrent replicas chain one after the other.
+        // Writing first takes the head's row lock, so concurrent replicas
+        // chain one after the other.
         let head =
             sqlx::query("UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash")
                 .bind(count)
