@@ -344,28 +344,21 @@ impl Config {
                 ))
             }
         };
-        let request_timeout = duration(
-            "limits.request_timeout",
-            raw.limits.request_timeout.clone(),
-            30,
-        )?;
-        if request_timeout > MAX_REQUEST_TIMEOUT {
-            return Err(err(
-                "limits.request_timeout",
-                format!("must be at most {MAX_REQUEST_TIMEOUT} seconds"),
-            ));
-        }
-        let header_read_timeout = duration(
+        let timeout = |key: &str, value: &Option<String>| {
+            let secs = duration(key, value.clone(), 30)?;
+            if secs > MAX_REQUEST_TIMEOUT {
+                return Err(err(
+                    key,
+                    format!("must be at most {MAX_REQUEST_TIMEOUT} seconds"),
+                ));
+            }
+            Ok(secs)
+        };
+        let request_timeout = timeout("limits.request_timeout", &raw.limits.request_timeout)?;
+        let header_read_timeout = timeout(
             "limits.header_read_timeout",
-            raw.limits.header_read_timeout.clone(),
-            30,
+            &raw.limits.header_read_timeout,
         )?;
-        if header_read_timeout > MAX_REQUEST_TIMEOUT {
-            return Err(err(
-                "limits.header_read_timeout",
-                format!("must be at most {MAX_REQUEST_TIMEOUT} seconds"),
-            ));
-        }
         let max_body_bytes = raw.limits.max_body_bytes.unwrap_or(64 * 1024);
         if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
             return Err(err(

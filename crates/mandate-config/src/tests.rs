@@ -19,48 +19,27 @@ fn defaults_with_no_file() {
 }
 
 #[test]
-fn request_timeout_defaults_to_30_s_and_is_bounded() {
+fn timeouts_default_to_30_s_and_are_bounded() {
     let no_env = |_: &str| None;
     let c = Config::load(None, &Overrides::default(), &no_env).unwrap();
-    assert_eq!(c.request_timeout, 30);
+    assert_eq!((c.request_timeout, c.header_read_timeout), (30, 30));
     let c = Config::load(
-        Some("[limits]\nrequest_timeout = \"2m\""),
+        Some("[limits]\nrequest_timeout = \"2m\"\nheader_read_timeout = \"5s\""),
         &Overrides::default(),
         &no_env,
     )
     .unwrap();
-    assert_eq!(c.request_timeout, 120);
-    for bad in ["0s", "6m", "soon"] {
-        let e = Config::load(
-            Some(&format!("[limits]\nrequest_timeout = \"{bad}\"")),
-            &Overrides::default(),
-            &no_env,
-        )
-        .unwrap_err();
-        assert_eq!(e.key, "limits.request_timeout", "{bad}");
-    }
-}
-
-#[test]
-fn header_read_timeout_defaults_to_30_s_and_is_bounded() {
-    let no_env = |_: &str| None;
-    let c = Config::load(None, &Overrides::default(), &no_env).unwrap();
-    assert_eq!(c.header_read_timeout, 30);
-    let c = Config::load(
-        Some("[limits]\nheader_read_timeout = \"5s\""),
-        &Overrides::default(),
-        &no_env,
-    )
-    .unwrap();
-    assert_eq!(c.header_read_timeout, 5);
-    for bad in ["0s", "6m", "soon"] {
-        let e = Config::load(
-            Some(&format!("[limits]\nheader_read_timeout = \"{bad}\"")),
-            &Overrides::default(),
-            &no_env,
-        )
-        .unwrap_err();
-        assert_eq!(e.key, "limits.header_read_timeout", "{bad}");
+    assert_eq!((c.request_timeout, c.header_read_timeout), (120, 5));
+    for key in ["request_timeout", "header_read_timeout"] {
+        for bad in ["0s", "6m", "soon"] {
+            let e = Config::load(
+                Some(&format!("[limits]\n{key} = \"{bad}\"")),
+                &Overrides::default(),
+                &no_env,
+            )
+            .unwrap_err();
+            assert_eq!(e.key, format!("limits.{key}"), "{bad}");
+        }
     }
 }
 

@@ -325,28 +325,36 @@ async fn every_signing_algorithm(db: &TestDb) {
 }
 for_each_backend!(every_signing_algorithm, every_signing_algorithm);
 
-/// Sends one request over a plain socket and returns the whole answer.
-/// A request whose body never finishes arriving is answered 408 once
-/// `limits.request_timeout` has passed, and the server goes on serving.
-async fn a_stalled_request_times_out(db: &TestDb) {
+/// Opens a connection to `addr`, writes `sent`, and returns everything the
+/// server sends until it closes the connection (which it must within 20 s).
+async fn send_until_closed(addr: &str, sent: &str) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let h = Harness::start_with(db, "[limits]\nrequest_timeout = \"1s\"\n", &[]).await;
-    let addr = h.base.trim_start_matches("http://").to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "POST /token HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type="
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    // The rest of the body never comes; the server must not wait for ever.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(sent.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(
         std::time::Duration::from_secs(20),
         stream.read_to_end(&mut answer),
     )
     .await
-    .expect("the server answers a stalled request")
+    .expect("the server ends a stalled connection")
     .unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A request whose body never finishes arriving is answered 408 once
+/// `limits.request_timeout` has passed, and the server goes on serving.
+async fn a_stalled_request_times_out(db: &TestDb) {
+    let h = Harness::start_with(db, "[limits]\nrequest_timeout = \"1s\"\n", &[]).await;
+    let addr = h.base.trim_start_matches("http://");
+    // The rest of the body never comes; the server must not wait for ever.
+    let answer = send_until_closed(
+        addr,
+        &format!(
+            "POST /token HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type="
+        ),
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert_eq!(h.token_basic("agent-basic", &[]).await.0, StatusCode::OK);
 }
@@ -356,36 +364,17 @@ for_each_backend!(a_stalled_request_times_out, a_stalled_request_times_out);
 /// that goes quiet after a request, are closed once
 /// `limits.header_read_timeout` has passed (no slowloris); others are served.
 async fn a_stalled_request_head_is_closed(db: &TestDb) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let h = Harness::start_with(db, "[limits]\nheader_read_timeout = \"1s\"\n", &[]).await;
-    let addr = h.base.trim_start_matches("http://").to_owned();
-    let closed = |mut stream: tokio::net::TcpStream| async move {
-        let mut rest = Vec::new();
-        tokio::time::timeout(
-            std::time::Duration::from_secs(20),
-            stream.read_to_end(&mut rest),
-        )
-        .await
-        .expect("the server closes the connection")
-        .unwrap();
-        String::from_utf8_lossy(&rest).into_owned()
-    };
-
-    let mut partial = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    partial
-        .write_all(format!("GET /jwks.json HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
-        .await
-        .unwrap();
-    assert_eq!(closed(partial).await, "", "closed without an answer");
-
-    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    idle.write_all(format!("GET /jwks.json HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let answered = closed(idle).await;
+    let addr = h.base.trim_start_matches("http://");
+    let partial = format!("GET /jwks.json HTTP/1.1\r\nHost: {addr}\r\n");
+    assert_eq!(
+        send_until_closed(addr, &partial).await,
+        "",
+        "closed without an answer"
+    );
+    let answered = send_until_closed(addr, &format!("{partial}\r\n")).await;
     assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
     assert_eq!(answered.matches("HTTP/1.1").count(), 1);
-
     assert_eq!(h.token_basic("agent-basic", &[]).await.0, StatusCode::OK);
 }
 for_each_backend!(
@@ -393,6 +382,7 @@ for_each_backend!(
     a_stalled_request_head_is_closed
 );
 
+/// Sends one request over a plain socket and returns the whole answer.
 async fn raw_http(base: &str, request_line: &str, content_type: &str, body: &[u8]) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let addr = base.trim_start_matches("http://");
