@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod route;
 pub mod upstream;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -48,8 +49,9 @@ pub struct DecisionEvent {
     pub route: String,
     /// The audience.
     pub resource: String,
-    /// A2A operation or JSON-RPC method, when known.
-    pub operation: Option<String>,
+    /// A2A operation or JSON-RPC method, when known (borrowed when it is
+    /// a known operation's name: no copy per request).
+    pub operation: Option<Cow<'static, str>>,
     /// Caller's client.
     pub client_id: Option<String>,
     /// Caller's subject.
@@ -61,7 +63,7 @@ pub struct DecisionEvent {
     /// Allowed or not.
     pub allowed: bool,
     /// `allow` or the denial reason.
-    pub reason: String,
+    pub reason: Cow<'static, str>,
     /// HTTP status returned (upstream's when allowed).
     pub status: u16,
     /// Time spent, microseconds.
@@ -443,7 +445,7 @@ impl Gateway {
                     .record(DecisionEvent {
                         route: route.path.clone(),
                         resource: route.policy.resource.clone(),
-                        operation: denial.operation.clone(),
+                        operation: denial.operation.clone().map(Cow::Owned),
                         client_id: denial.caller.as_ref().and_then(|t| t.client_id.clone()),
                         subject: denial.caller.as_ref().map(|t| t.subject.clone()),
                         scopes: denial.caller.as_ref().map(|t| t.scope.to_string()),
@@ -452,9 +454,9 @@ impl Gateway {
                         // A Biscuit's failed check is named: the holder's own
                         // narrowing is what an auditor needs to see.
                         reason: if denial.reason == "biscuit_check_failed" {
-                            format!("{}: {}", denial.reason, denial.description)
+                            Cow::Owned(format!("{}: {}", denial.reason, denial.description))
                         } else {
-                            denial.reason.to_owned()
+                            Cow::Borrowed(denial.reason)
                         },
                         status: denial.status.as_u16(),
                         latency_us: elapsed_us(started),
@@ -553,10 +555,10 @@ impl Gateway {
                 resource: route.policy.resource.clone(),
                 operation: allowed
                     .operation
-                    .map(|o| o.name().to_owned())
-                    .or_else(|| allowed.method.clone())
+                    .map(|o| Cow::Borrowed(o.name()))
+                    .or_else(|| allowed.method.clone().map(Cow::Owned))
                     .map(|op| match &allowed.name {
-                        Some(n) => format!("{op}:{n}"),
+                        Some(n) => Cow::Owned(format!("{op}:{n}")),
                         None => op,
                     }),
                 client_id: token.and_then(|t| t.client_id.clone()),
@@ -564,7 +566,7 @@ impl Gateway {
                 scopes: token.map(|t| t.scope.to_string()),
                 jti: token.and_then(|t| t.jti.clone()),
                 allowed: true,
-                reason: reason.to_owned(),
+                reason: Cow::Borrowed(reason),
                 status: response.status().as_u16(),
                 latency_us: elapsed_us(started),
             })
