@@ -806,12 +806,11 @@ fn bearer_token<'h>(
         return Ok(None);
     }
     let token = token.trim();
-    // RFC 6750 §2.1 b64token.
-    let b64token = !token.is_empty()
-        && token
-            .trim_end_matches('=')
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
+    // RFC 6750 §2.1 b64token: at least one character, then only `=`s. Every
+    // byte is checked without an early exit, so that the compiler checks
+    // many at once: this runs on every request.
+    let chars = token.trim_end_matches('=');
+    let b64token = !chars.is_empty() && chars.bytes().fold(true, |ok, b| ok & is_b64token_char(b));
     if !b64token {
         return Err(bad_request(
             resource,
@@ -820,6 +819,17 @@ fn bearer_token<'h>(
         ));
     }
     Ok(Some((token, dpop)))
+}
+
+/// A character of RFC 6750's `b64token` (before its trailing `=`s).
+fn is_b64token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        | (b == b'-')
+        | (b == b'.')
+        | (b == b'_')
+        | (b == b'~')
+        | (b == b'+')
+        | (b == b'/')
 }
 
 #[cfg(test)]
@@ -981,6 +991,29 @@ mod tests {
         assert_eq!(
             (oversized.status, oversized.reason),
             (StatusCode::BAD_REQUEST, "oversized_authorization")
+        );
+        // RFC 6750 §2.1: a b64token, then only `=`s.
+        for bad in [
+            "Bearer abc!def",
+            "Bearer abc=def",
+            "Bearer a\"b",
+            "Bearer =",
+        ] {
+            let refused = f.decide("/", Some(bad), GET).await.unwrap_err();
+            assert_eq!(
+                (refused.status, refused.reason),
+                (StatusCode::BAD_REQUEST, "malformed_authorization"),
+                "{bad}"
+            );
+        }
+        let charset = f
+            .decide("/", Some("Bearer azAZ09-._~+/=="), GET)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (charset.status, charset.reason),
+            (StatusCode::UNAUTHORIZED, "malformed"),
+            "every b64token character is taken, and the token then refused as no JWT"
         );
         let not_json = f
             .decide("/", Some(&bearer), b"{not json")
