@@ -24,7 +24,8 @@
 //! (socket options, connect timeout), and hyper-rustls the TLS on it.
 //!
 //! Idle connections: the most recently used is taken first; one idle longer
-//! than [`IDLE_TIMEOUT`] is closed when next seen, and at most
+//! than [`IDLE_TIMEOUT`] is closed when next seen or by the pool's reaper
+//! task (every half of that), and at most
 //! [`MAX_IDLE_PER_UPSTREAM`] wait per upstream and thread. A request that a
 //! pooled connection hands back unsent (the upstream had closed it) goes on
 //! another connection.
@@ -155,7 +156,7 @@ impl UpstreamClient {
         let pool = self
             .0
             .pools
-            .get_or(|| Arc::new(ThreadPool::new(self.0.tls.clone())));
+            .get_or(|| ThreadPool::start(self.0.tls.clone()));
         let (slot, mut idle) = pool.checkout(&upstream);
         while let Some(mut sender) = idle {
             if sender.ready().await.is_ok() {
@@ -179,7 +180,35 @@ impl UpstreamClient {
     }
 }
 
+/// Drops (and so closes) the connections of `waiting`, oldest first, that
+/// have been idle for [`IDLE_TIMEOUT`] at `now`.
+fn drop_expired(waiting: &mut Vec<Idle>, now: Instant) {
+    let expired = waiting
+        .iter()
+        .position(|i| now.duration_since(i.since) < IDLE_TIMEOUT)
+        .unwrap_or(waiting.len());
+    waiting.drain(..expired);
+}
+
 impl ThreadPool {
+    /// This thread's pool, and its reaper: a task on this thread's event
+    /// loop that closes connections idle too long when no request comes to
+    /// do it, and ends with the pool.
+    fn start(tls: ClientConfig) -> Arc<Self> {
+        let pool = Arc::new(Self::new(tls));
+        let weak = Arc::downgrade(&pool);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(IDLE_TIMEOUT / 2);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let Some(pool) = weak.upgrade() else { return };
+                pool.close_expired(Instant::now());
+            }
+        });
+        pool
+    }
+
     fn new(tls: ClientConfig) -> Self {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
@@ -214,18 +243,22 @@ impl ThreadPool {
         let Some((_, waiting)) = idle.get_mut(slot) else {
             return (slot, None);
         };
-        let now = Instant::now();
-        let expired = waiting
-            .iter()
-            .position(|i| now.duration_since(i.since) < IDLE_TIMEOUT)
-            .unwrap_or(waiting.len());
-        waiting.drain(..expired);
+        drop_expired(waiting, Instant::now());
         while let Some(i) = waiting.pop() {
             if !i.sender.is_closed() {
                 return (slot, Some(i.sender));
             }
         }
         (slot, None)
+    }
+
+    /// Closes the connections idle too long at `now`.
+    fn close_expired(&self, now: Instant) {
+        if let Ok(mut idle) = self.idle.lock() {
+            for (_, waiting) in idle.iter_mut() {
+                drop_expired(waiting, now);
+            }
+        }
     }
 
     /// Takes `sender` back as idle, unless its connection is closed or the
@@ -481,13 +514,26 @@ mod tests {
         }
     }
 
-    fn client() -> UpstreamClient {
-        UpstreamTls::public_roots().unwrap().client()
+    impl Upstream {
+        async fn get(&self, client: &UpstreamClient, path: &str) -> Response<Body> {
+            let req = Request::get(format!("{}{path}", self.base))
+                .body(Body::empty())
+                .unwrap();
+            client.request(req).await.unwrap()
+        }
+
+        /// The body of `GET path`, read to its end.
+        async fn text(&self, client: &UpstreamClient, path: &str) -> String {
+            text(self.get(client, path).await).await
+        }
+
+        fn connections(&self) -> usize {
+            self.connections.load(Ordering::SeqCst)
+        }
     }
 
-    async fn get(client: &UpstreamClient, url: &str) -> Response<Body> {
-        let req = Request::get(url).body(Body::empty()).unwrap();
-        client.request(req).await.unwrap()
+    fn client() -> UpstreamClient {
+        UpstreamTls::public_roots().unwrap().client()
     }
 
     async fn text(res: Response<Body>) -> String {
@@ -500,50 +546,34 @@ mod tests {
         let up = upstream().await;
         let client = client();
         for _ in 0..3 {
-            assert_eq!(
-                text(get(&client, &format!("{}/full", up.base)).await).await,
-                "ok"
-            );
+            assert_eq!(up.text(&client, "/full").await, "ok");
         }
-        assert_eq!(up.connections.load(Ordering::SeqCst), 1);
+        assert_eq!(up.connections(), 1);
     }
 
     #[tokio::test]
     async fn a_streamed_answer_keeps_its_connection_until_it_ends() {
         let up = upstream().await;
         let client = client();
-        let streaming = get(&client, &format!("{}/partial", up.base)).await;
+        let streaming = up.get(&client, "/partial").await;
         // The first connection is still in the middle of an answer.
-        assert_eq!(
-            text(get(&client, &format!("{}/full", up.base)).await).await,
-            "ok"
-        );
-        assert_eq!(up.connections.load(Ordering::SeqCst), 2);
+        assert_eq!(up.text(&client, "/full").await, "ok");
+        assert_eq!(up.connections(), 2);
         up.more.notify_one();
         assert_eq!(text(streaming).await, "abcd");
         for _ in 0..2 {
-            assert_eq!(
-                text(get(&client, &format!("{}/full", up.base)).await).await,
-                "ok"
-            );
+            assert_eq!(up.text(&client, "/full").await, "ok");
         }
-        assert_eq!(
-            up.connections.load(Ordering::SeqCst),
-            2,
-            "both connections are idle again"
-        );
+        assert_eq!(up.connections(), 2, "both connections are idle again");
     }
 
     #[tokio::test]
     async fn a_body_dropped_before_its_end_closes_the_connection() {
         let up = upstream().await;
         let client = client();
-        drop(get(&client, &format!("{}/partial", up.base)).await);
-        assert_eq!(
-            text(get(&client, &format!("{}/full", up.base)).await).await,
-            "ok"
-        );
-        assert_eq!(up.connections.load(Ordering::SeqCst), 2);
+        drop(up.get(&client, "/partial").await);
+        assert_eq!(up.text(&client, "/full").await, "ok");
+        assert_eq!(up.connections(), 2);
     }
 
     #[tokio::test]
@@ -551,28 +581,33 @@ mod tests {
         let up = upstream().await;
         let client = client();
         for _ in 0..3 {
-            assert_eq!(
-                text(get(&client, &format!("{}/close", up.base)).await).await,
-                "ok"
-            );
+            assert_eq!(up.text(&client, "/close").await, "ok");
         }
-        assert_eq!(up.connections.load(Ordering::SeqCst), 3);
+        assert_eq!(up.connections(), 3);
     }
 
     #[tokio::test]
     async fn a_request_goes_on_a_new_connection_when_the_idle_one_was_closed() {
         let up = upstream().await;
         let client = client();
-        assert_eq!(
-            text(get(&client, &format!("{}/hang-up", up.base)).await).await,
-            "ok"
-        );
+        assert_eq!(up.text(&client, "/hang-up").await, "ok");
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(
-            text(get(&client, &format!("{}/full", up.base)).await).await,
-            "ok"
-        );
-        assert_eq!(up.connections.load(Ordering::SeqCst), 2);
+        assert_eq!(up.text(&client, "/full").await, "ok");
+        assert_eq!(up.connections(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_too_long_is_closed() {
+        let up = upstream().await;
+        let client = client();
+        assert_eq!(up.text(&client, "/full").await, "ok");
+        let pool = client.0.pools.get().unwrap();
+        pool.close_expired(Instant::now());
+        assert_eq!(up.text(&client, "/full").await, "ok");
+        assert_eq!(up.connections(), 1, "not yet expired");
+        pool.close_expired(Instant::now() + IDLE_TIMEOUT);
+        assert_eq!(up.text(&client, "/full").await, "ok");
+        assert_eq!(up.connections(), 2);
     }
 
     #[tokio::test]
