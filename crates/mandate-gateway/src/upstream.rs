@@ -447,13 +447,13 @@ mod tests {
     /// `Connection: close`, `GET /hang-up` with `ok` and then closes the
     /// connection without a word, and `GET /partial` with the first half of
     /// its body, the second once `more` is notified.
-    struct Upstream {
+    struct CountingServer {
         base: String,
         connections: Arc<AtomicUsize>,
         more: Arc<Notify>,
     }
 
-    async fn upstream() -> Upstream {
+    async fn upstream() -> CountingServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let connections = Arc::new(AtomicUsize::new(0));
@@ -466,7 +466,7 @@ mod tests {
                 tokio::spawn(serve(stream, Arc::clone(&notified)));
             }
         });
-        Upstream {
+        CountingServer {
             base,
             connections,
             more,
@@ -514,7 +514,7 @@ mod tests {
         }
     }
 
-    impl Upstream {
+    impl CountingServer {
         async fn get(&self, client: &UpstreamClient, path: &str) -> Response<Body> {
             let req = Request::get(format!("{}{path}", self.base))
                 .body(Body::empty())
