@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::serve::ListenerExt as _;
 use axum::Router;
 use mandate_config::Config;
 use mandate_core::audit::AuditLog;
@@ -275,19 +274,26 @@ pub async fn start(
     );
 
     let (stop, stopped) = watch::channel(false);
+    let header_read_timeout = Duration::from_secs(config.header_read_timeout.unsigned_abs());
     let public = listener::PublicListener::start(
         config.listen,
-        listener::PublicApp {
+        listener::App {
             router: public,
             gateway: state.gateway.clone(),
         },
         listener::ConnectionLimits {
             threads: config.listener_threads,
-            header_read_timeout: Duration::from_secs(config.header_read_timeout.unsigned_abs()),
+            header_read_timeout,
         },
         stopped.clone(),
     )?;
-    let (admin_addr, admin_task) = serve_admin(config.admin_listen, admin, stopped.clone()).await?;
+    let (admin_addr, admin_task) = serve_admin(
+        config.admin_listen,
+        admin,
+        header_read_timeout,
+        stopped.clone(),
+    )
+    .await?;
     let tasks = vec![
         admin_task,
         tokio::spawn(housekeeping(Arc::clone(&authority), stopped.clone())),
@@ -343,11 +349,14 @@ fn with_common_layers(router: Router<AppState>, state: &AppState, max_body: usiz
 }
 
 /// The admin listener, on the process's runtime: it serves operators, not agents,
-/// so it needs none of the public listener's threads (see `listener`).
+/// so it needs none of the public listener's threads (see `listener`), but the
+/// same connection handling, header-read timeout included: a client that
+/// opens connections and never finishes a request head must not hold them.
 async fn serve_admin(
     addr: SocketAddr,
     app: Router,
-    mut stopped: watch::Receiver<bool>,
+    header_read_timeout: Duration,
+    stopped: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, JoinHandle<()>), StartError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -355,22 +364,12 @@ async fn serve_admin(
     let bound = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
-    let task = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        };
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        // No Nagle delay on answers (nginx's `tcp_nodelay on` default).
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, %bound, "listener failed");
-        }
-    });
+    let app = listener::App {
+        router: app,
+        gateway: None,
+    };
+    let http = listener::http1_server(header_read_timeout);
+    let task = tokio::spawn(listener::accept_until_stopped(listener, app, http, stopped));
     Ok((bound, task))
 }
 

@@ -14,7 +14,7 @@
 //! thread. nginx's worker processes follow the same plan.
 //!
 //! Why not `axum::serve`: a request under a gateway route goes straight to
-//! the gateway ([`PublicApp`]), not through the router, its extensions and
+//! the gateway ([`App`]), not through the router, its extensions and
 //! its boxed services, which measured 5-7% of the gateway's CPU
 //! per request. Route paths cannot shadow the authorization server's own
 //! (the configuration reserves them), so the split changes no answer.
@@ -78,7 +78,7 @@ impl PublicListener {
     /// `stop` turns true (or its sender is dropped).
     pub(crate) fn start(
         addr: SocketAddr,
-        app: PublicApp,
+        app: App,
         limits: ConnectionLimits,
         stop: watch::Receiver<bool>,
     ) -> Result<Self, StartError> {
@@ -86,11 +86,7 @@ impl PublicListener {
             threads,
             header_read_timeout,
         } = limits;
-        // hyper's own timer for the head's deadline: it is armed only while
-        // a head is awaited and dropped once the head is read.
-        let mut http = http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout);
+        let http = http1_server(header_read_timeout);
         let bind_error = |source| StartError::Bind { addr, source };
         let socket = listen(addr).map_err(bind_error)?;
         let bound = socket.local_addr().map_err(bind_error)?;
@@ -164,16 +160,16 @@ fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.listen(1024)?.into_std()
 }
 
-/// What the public listener answers: requests under a gateway route go
-/// to the gateway, everything else to the authorization server's router
+/// What a listener answers: requests under a gateway route go to the
+/// gateway (the public listener's only), everything else to the router
 /// (whose fallback also reaches the gateway, for its well-known documents).
 #[derive(Clone)]
-pub(crate) struct PublicApp {
+pub(crate) struct App {
     pub(crate) router: Router,
     pub(crate) gateway: Option<Arc<Gateway>>,
 }
 
-impl PublicApp {
+impl App {
     async fn answer(self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let mut req = req.map(Body::new);
         if let Some(gateway) = &self.gateway {
@@ -194,9 +190,9 @@ impl PublicApp {
 /// resources alive until released.
 async fn serve(
     socket: std::net::TcpListener,
-    app: PublicApp,
+    app: App,
     http: http1::Builder,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     mut released: watch::Receiver<()>,
     done: oneshot::Sender<()>,
 ) {
@@ -211,43 +207,7 @@ async fn serve(
         }
     });
     match tokio::net::TcpListener::from_std(socket) {
-        Ok(listener) => {
-            // Dropped when the loop stops accepting: every connection sees
-            // it and finishes gracefully. Each connection holds a clone of
-            // `open`, so `closing.closed()` resolves when the last one ends.
-            let (draining, drain) = watch::channel(());
-            let (closing, open) = watch::channel(());
-            let stopped = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            let mut stopped = std::pin::pin!(stopped);
-            loop {
-                let (tcp, peer) = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok(accepted) => accepted,
-                        Err(e) => {
-                            pause_after(&e).await;
-                            continue;
-                        }
-                    },
-                    () = &mut stopped => break,
-                };
-                // No Nagle delay on answers (nginx's `tcp_nodelay on` default).
-                let _ = tcp.set_nodelay(true);
-                tokio::spawn(serve_connection(
-                    tcp,
-                    peer,
-                    app.clone(),
-                    http.clone(),
-                    drain.clone(),
-                    open.clone(),
-                ));
-            }
-            drop(listener);
-            drop(draining);
-            drop(open);
-            closing.closed().await;
-        }
+        Ok(listener) => accept_until_stopped(listener, app, http, stop).await,
         Err(e) => tracing::error!(error = %e, "public listener could not join its event loop"),
     }
     heartbeat.abort();
@@ -256,12 +216,69 @@ async fn serve(
     let _ = released.changed().await;
 }
 
+/// hyper's HTTP/1 server as every listener uses it: a connection that does
+/// not finish a request head within `header_read_timeout` (on a new
+/// connection, or between requests on a kept-alive one) is closed. hyper's
+/// own timer is armed only while a head is awaited.
+pub(crate) fn http1_server(header_read_timeout: Duration) -> http1::Builder {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    http
+}
+
+/// Accepts and serves connections on the current runtime until `stop`
+/// turns true (or its sender is dropped), then returns once every
+/// connection has finished its request in flight.
+pub(crate) async fn accept_until_stopped(
+    listener: tokio::net::TcpListener,
+    app: App,
+    http: http1::Builder,
+    mut stop: watch::Receiver<bool>,
+) {
+    // Dropped when the loop stops accepting: every connection sees it and
+    // finishes gracefully. Each connection holds a clone of `open`, so
+    // `closing.closed()` resolves when the last one ends.
+    let (draining, drain) = watch::channel(());
+    let (closing, open) = watch::channel(());
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let mut stopped = std::pin::pin!(stopped);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    pause_after(&e).await;
+                    continue;
+                }
+            },
+            () = &mut stopped => break,
+        };
+        // No Nagle delay on answers (nginx's `tcp_nodelay on` default).
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(serve_connection(
+            tcp,
+            peer,
+            app.clone(),
+            http.clone(),
+            drain.clone(),
+            open.clone(),
+        ));
+    }
+    drop(listener);
+    drop(draining);
+    drop(open);
+    closing.closed().await;
+}
+
 /// Serves one connection until it ends, or, once `drain` closes, until its
 /// request in flight is answered.
 async fn serve_connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
-    app: PublicApp,
+    app: App,
     http: http1::Builder,
     mut drain: watch::Receiver<()>,
     open: watch::Receiver<()>,
