@@ -73,6 +73,9 @@ pub struct RouteConfig {
     /// For an https upstream: the CAs its certificate must chain to, instead
     /// of the public web PKI.
     pub upstream_ca: Option<UpstreamCa>,
+    /// For an https upstream that asks for one: the client certificate the
+    /// gateway shows (mutual TLS).
+    pub upstream_client_cert: Option<UpstreamClientCert>,
     /// MCP: browser origins allowed besides the gateway's own.
     pub allowed_origins: Vec<String>,
 }
@@ -84,6 +87,31 @@ pub struct UpstreamCa {
     pub file: String,
     /// Its contents; parsed when the gateway starts.
     pub pem: Vec<u8>,
+}
+
+/// `upstream_client_cert_file` and `upstream_client_key_file`: the files, as
+/// configured, and their PEM.
+#[derive(Clone)]
+pub struct UpstreamClientCert {
+    /// The certificate chain's file.
+    pub cert_file: String,
+    /// The private key's file.
+    pub key_file: String,
+    /// The chain, the gateway's own certificate first; parsed when the
+    /// gateway starts.
+    pub cert_pem: Vec<u8>,
+    /// The private key; parsed when the gateway starts.
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for UpstreamClientCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key's contents are never printed.
+        f.debug_struct("UpstreamClientCert")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The gateway's configuration.
@@ -208,6 +236,40 @@ pub(crate) fn gateway_config(raw: RawGateway, issuer: &str) -> Result<GatewayCon
                 Some(UpstreamCa { file, pem })
             }
         };
+        let upstream_client_cert =
+            match (r.upstream_client_cert_file, r.upstream_client_key_file) {
+                (None, None) => None,
+                (Some(_), None) | (None, Some(_)) => return Err(err(
+                    key("upstream_client_cert_file"),
+                    "needs `upstream_client_key_file` beside it, and the key file the certificate",
+                )),
+                (Some(_), Some(_)) if upstream.scheme() != "https" => {
+                    return Err(err(
+                        key("upstream_client_cert_file"),
+                        "only for an https:// upstream",
+                    ))
+                }
+                (Some(cert_file), Some(key_file)) => {
+                    let cert_pem = std::fs::read(&cert_file).map_err(|e| {
+                        err(
+                            key("upstream_client_cert_file"),
+                            format!("cannot read {cert_file}: {e}"),
+                        )
+                    })?;
+                    let key_pem = std::fs::read(&key_file).map_err(|e| {
+                        err(
+                            key("upstream_client_key_file"),
+                            format!("cannot read {key_file}: {e}"),
+                        )
+                    })?;
+                    Some(UpstreamClientCert {
+                        cert_file,
+                        key_file,
+                        cert_pem,
+                        key_pem,
+                    })
+                }
+            };
         let protocol = match r.protocol.as_deref() {
             None | Some("http") => Protocol::Http,
             Some("a2a") => Protocol::A2a,
@@ -355,6 +417,7 @@ pub(crate) fn gateway_config(raw: RawGateway, issuer: &str) -> Result<GatewayCon
             pass_token: r.pass_token,
             upstream_timeout,
             upstream_ca,
+            upstream_client_cert,
             allowed_origins,
         });
     }

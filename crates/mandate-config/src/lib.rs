@@ -24,7 +24,7 @@ pub const MAX_LISTENER_THREADS: usize = 256;
 /// Longest `limits.request_timeout` and `limits.header_read_timeout`, seconds.
 pub const MAX_REQUEST_TIMEOUT: i64 = 300;
 
-pub use gateway::{GatewayConfig, IssuerConfig, RouteConfig, UpstreamCa};
+pub use gateway::{GatewayConfig, IssuerConfig, RouteConfig, UpstreamCa, UpstreamClientCert};
 pub use login::LoginConfig;
 pub use raw::RawConfig;
 

@@ -93,6 +93,8 @@ pub struct RawRoute {
     pub pass_token: bool,
     pub upstream_timeout: Option<String>,
     pub upstream_ca_file: Option<String>,
+    pub upstream_client_cert_file: Option<String>,
+    pub upstream_client_key_file: Option<String>,
     #[serde(default)]
     pub allowed_origins: Vec<String>,
 }

@@ -152,6 +152,11 @@ CancelTask = ["expense:submit"]
         ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"ftp://a\"\nresource = \"https://r\"", "gateway.routes[0].upstream"),
         ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"http://a\"\nresource = \"https://r\"\nupstream_ca_file = \"Cargo.toml\"", "gateway.routes[0].upstream_ca_file"),
         ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"https://a\"\nresource = \"https://r\"\nupstream_ca_file = \"/no/such/ca.pem\"", "gateway.routes[0].upstream_ca_file"),
+        ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"https://a\"\nresource = \"https://r\"\nupstream_client_cert_file = \"Cargo.toml\"", "gateway.routes[0].upstream_client_cert_file"),
+        ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"https://a\"\nresource = \"https://r\"\nupstream_client_key_file = \"Cargo.toml\"", "gateway.routes[0].upstream_client_cert_file"),
+        ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"http://a\"\nresource = \"https://r\"\nupstream_client_cert_file = \"Cargo.toml\"\nupstream_client_key_file = \"Cargo.toml\"", "gateway.routes[0].upstream_client_cert_file"),
+        ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"https://a\"\nresource = \"https://r\"\nupstream_client_cert_file = \"/no/such/cert.pem\"\nupstream_client_key_file = \"Cargo.toml\"", "gateway.routes[0].upstream_client_cert_file"),
+        ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"https://a\"\nresource = \"https://r\"\nupstream_client_cert_file = \"Cargo.toml\"\nupstream_client_key_file = \"/no/such/key.pem\"", "gateway.routes[0].upstream_client_key_file"),
         ("[gateway]\ndefault_route = \"/nope\"", "gateway.default_route"),
     ];
     for (file, key) in bad {
@@ -292,4 +297,34 @@ fn https_upstreams_with_and_without_their_own_ca() {
     let own = routes[1].upstream_ca.as_ref().unwrap();
     assert_eq!(own.pem, b"-----BEGIN CERTIFICATE-----\n");
     assert_eq!(own.file, ca.display().to_string());
+}
+
+#[test]
+fn an_https_upstream_with_a_client_certificate() {
+    let no_env = |_: &str| None;
+    let dir = std::env::temp_dir();
+    let cert = dir.join(format!("mandate-config-client-{}.pem", std::process::id()));
+    let key = dir.join(format!("mandate-config-client-{}.key", std::process::id()));
+    std::fs::write(&cert, "cert").unwrap();
+    std::fs::write(&key, "key").unwrap();
+    let file = format!(
+        "[[gateway.routes]]\npath = \"/mtls\"\nupstream = \"https://10.0.0.7:8443\"\nresource = \"https://r\"\n\
+         upstream_client_cert_file = {:?}\nupstream_client_key_file = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let c = Config::load(Some(&file), &Overrides::default(), &no_env).unwrap();
+    std::fs::remove_file(&cert).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    let own = c.gateway.routes[0].upstream_client_cert.as_ref().unwrap();
+    assert_eq!(
+        (own.cert_pem.as_slice(), own.key_pem.as_slice()),
+        (&b"cert"[..], &b"key"[..])
+    );
+    assert_eq!(own.key_file, key.display().to_string());
+    let printed = format!("{own:?}");
+    assert!(
+        !printed.contains("key_pem") && printed.contains("key_file"),
+        "{printed}"
+    );
 }

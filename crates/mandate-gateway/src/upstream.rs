@@ -36,6 +36,10 @@
 //! by `webpki-roots`, so the host's CA store cannot widen or narrow it). A
 //! pool's connections are verified once, at the handshake, so each trust gets
 //! its own client and its own pool; `http://` upstreams share the default one.
+//! A route whose upstream requires a client certificate (mutual TLS,
+//! `upstream_client_cert_file`) gets a client of its own for the same reason:
+//! the certificate is shown at the handshake, so a pooled connection carries
+//! the identity it was opened with.
 //!
 //! The crypto provider is named (`ring`, the one reqwest's rustls already
 //! brings) rather than taken from a process default, so that another crate
@@ -57,7 +61,7 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use thread_local::ThreadLocal;
 use tower::Service as _;
 
@@ -382,9 +386,14 @@ impl Drop for PooledBody {
     }
 }
 
-/// Whom an https upstream's certificate must chain to.
+/// The TLS side of a route's upstream connections: whom an https upstream's
+/// certificate must chain to, and the client certificate the gateway shows
+/// when the upstream asks for one (mutual TLS).
 #[derive(Debug)]
-pub struct UpstreamTls(ClientConfig);
+pub struct UpstreamTls {
+    roots: Arc<RootCertStore>,
+    config: ClientConfig,
+}
 
 impl UpstreamTls {
     /// The public web PKI.
@@ -411,20 +420,48 @@ impl UpstreamTls {
     }
 
     fn with_roots(roots: RootCertStore) -> Result<Self, String> {
+        let roots = Arc::new(roots);
+        let config = Self::builder(&roots)?.with_no_client_auth();
+        Ok(Self { roots, config })
+    }
+
+    fn builder(
+        roots: &Arc<RootCertStore>,
+    ) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
+        Ok(ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Self(config))
+            .with_root_certificates(Arc::clone(roots)))
+    }
+
+    /// The same trust, showing the certificate chain in `cert_pem` (the
+    /// gateway's own certificate first) with the private key in `key_pem`
+    /// (PKCS#8, SEC1 or PKCS#1) to upstreams that ask for a client
+    /// certificate. The key must belong to the first certificate.
+    pub fn with_client_cert(self, cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, String> {
+        let chain = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("certificate file: not PEM: {e}"))?;
+        if chain.is_empty() {
+            return Err("certificate file: no CERTIFICATE in it".into());
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| format!("key file: no usable private key: {e}"))?;
+        let config = Self::builder(&self.roots)?
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("certificate and key: {e}"))?;
+        Ok(Self {
+            roots: self.roots,
+            config,
+        })
     }
 
     /// A client for `http://` upstreams and `https://` ones verified
     /// against this trust.
     pub fn client(&self) -> UpstreamClient {
         UpstreamClient(Arc::new(PerThreadPools {
-            tls: self.0.clone(),
+            tls: self.config.clone(),
             pools: ThreadLocal::new(),
         }))
     }

@@ -266,16 +266,28 @@ pub fn build(
     let public_pki = UpstreamTls::public_roots().map_err(gateway_error)?.client();
     let mut routes = Vec::with_capacity(g.routes.len());
     for (i, r) in g.routes.iter().enumerate() {
-        let client = match &r.upstream_ca {
-            None => public_pki.clone(),
-            Some(ca) => UpstreamTls::from_pem(&ca.pem)
-                .map_err(|e| {
-                    gateway_error(format!(
-                        "configuration key `gateway.routes[{i}].upstream_ca_file`: {}: {e}",
-                        ca.file
-                    ))
-                })?
-                .client(),
+        let key_error = |key: &str, file: &str, e: String| {
+            gateway_error(format!(
+                "configuration key `gateway.routes[{i}].{key}`: {file}: {e}"
+            ))
+        };
+        let client = match (&r.upstream_ca, &r.upstream_client_cert) {
+            (None, None) => public_pki.clone(),
+            (ca, cert) => {
+                let tls = match ca {
+                    None => UpstreamTls::public_roots().map_err(gateway_error)?,
+                    Some(ca) => UpstreamTls::from_pem(&ca.pem)
+                        .map_err(|e| key_error("upstream_ca_file", &ca.file, e))?,
+                };
+                match cert {
+                    None => tls,
+                    Some(c) => tls.with_client_cert(&c.cert_pem, &c.key_pem).map_err(|e| {
+                        let files = format!("{} and {}", c.cert_file, c.key_file);
+                        key_error("upstream_client_cert_file", &files, e)
+                    })?,
+                }
+                .client()
+            }
         };
         routes.push(Route {
             path: r.path.clone(),

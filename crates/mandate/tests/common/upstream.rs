@@ -37,6 +37,15 @@ pub struct Upstream {
 
 /// The test CA that signed the HTTPS upstream's certificate.
 pub const TEST_CA_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/ca.pem");
+/// The gateway's client certificate for [`Upstream::start_mtls`], and its key.
+pub const TEST_CLIENT_CERT_FILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/tls/gateway-client.pem"
+);
+pub const TEST_CLIENT_KEY_FILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/tls/gateway-client.key"
+);
 
 impl Upstream {
     pub async fn start() -> Upstream {
@@ -51,11 +60,22 @@ impl Upstream {
     /// The same upstream over HTTPS, as `127.0.0.1` with a certificate from
     /// the test CA ([`TEST_CA_FILE`]).
     pub async fn start_tls() -> Upstream {
+        Self::serve_tls(server_tls(false)).await
+    }
+
+    /// The HTTPS upstream that also requires a client certificate from the
+    /// test client CA (`client-ca.pem`; the gateway's is
+    /// [`TEST_CLIENT_CERT_FILE`]): a handshake without one fails.
+    pub async fn start_mtls() -> Upstream {
+        Self::serve_tls(server_tls(true)).await
+    }
+
+    async fn serve_tls(config: rustls::ServerConfig) -> Upstream {
         let (up, tcp) = Self::bind(true).await;
         let app = up.router();
         let listener = TlsListener {
             tcp,
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server_tls())),
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
         };
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -178,7 +198,9 @@ async fn card(State(up): State<Upstream>) -> Response {
     .into_response()
 }
 
-fn server_tls() -> rustls::ServerConfig {
+/// The test upstream's TLS; with `client_auth`, clients must show a
+/// certificate from the test client CA.
+fn server_tls(client_auth: bool) -> rustls::ServerConfig {
     use rustls_pki_types::pem::PemObject as _;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
@@ -187,12 +209,24 @@ fn server_tls() -> rustls::ServerConfig {
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
     let key = PrivateKeyDer::from_pem_file(format!("{dir}/upstream.key")).unwrap();
-    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap()
+        .unwrap();
+    let builder = if client_auth {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(format!("{dir}/client-ca.pem")).unwrap())
+            .unwrap();
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    builder.with_single_cert(certs, key).unwrap()
 }
 
 /// Accepts TCP connections and completes their TLS handshakes; a failed

@@ -12,7 +12,9 @@ use mandate_types::Clock as _;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::common::upstream::{Upstream, TEST_CA_FILE};
+use crate::common::upstream::{
+    Upstream, TEST_CA_FILE, TEST_CLIENT_CERT_FILE, TEST_CLIENT_KEY_FILE,
+};
 use crate::common::*;
 
 const ROUTE: &str = "/agents/expense";
@@ -515,21 +517,51 @@ async fn https_upstream_is_verified_against_the_routes_ca() {
     );
 }
 
-/// A CA file without a usable certificate stops start-up, naming the key.
+/// An upstream that requires a client certificate (mutual TLS) is reached
+/// by the route that shows the gateway's (`upstream_client_cert_file` and
+/// `upstream_client_key_file`); a route trusting the same CA without one is
+/// refused at the handshake with a 502, and the upstream sees nothing of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upstream_ca_file_without_a_certificate_stops_start_up() {
+async fn an_upstream_requiring_a_client_certificate_gets_the_gateways() {
+    let db = TestDb::sqlite();
+    let up = Upstream::start_mtls().await;
+    let toml: &'static str = Box::leak(
+        format!(
+            "[[gateway.routes]]\npath = \"/mtls\"\nupstream = \"{url}\"\nresource = \"{API}\"\nscopes = [\"read\"]\nupstream_ca_file = \"{TEST_CA_FILE}\"\n\
+             upstream_client_cert_file = \"{TEST_CLIENT_CERT_FILE}\"\nupstream_client_key_file = \"{TEST_CLIENT_KEY_FILE}\"\n\
+             [[gateway.routes]]\npath = \"/no-cert\"\nupstream = \"{url}\"\nresource = \"{API}\"\nscopes = [\"read\"]\nupstream_ca_file = \"{TEST_CA_FILE}\"\n",
+            url = up.url()
+        )
+        .into_boxed_str(),
+    );
+    let h = Harness::start_with(&db, toml, &[]).await;
+    let token = h.access_token().await;
+    for _ in 0..2 {
+        let (s, _, body) = h
+            .call("/mtls/rpc", Some(&token), Some(rpc("GetTask")))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert_eq!(body["result"]["path"], "/rpc");
+    }
+    assert_eq!(up.count(), 2);
+
+    let (s, _, body) = h
+        .call("/no-cert/rpc", Some(&token), Some(rpc("GetTask")))
+        .await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(body["error"], "bad_gateway");
+    assert_eq!(up.count(), 2, "a handshake without a certificate fails");
+}
+
+/// What `mandate_server::start` says when the gateway configuration in
+/// `extra` cannot start.
+async fn start_up_error(extra: &str) -> String {
     let db = TestDb::sqlite();
     let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, "not a certificate\n").unwrap();
-    let extra = format!(
-        "[[gateway.routes]]\npath = \"/x\"\nupstream = \"https://127.0.0.1:9\"\nresource = \"{API}\"\nupstream_ca_file = \"{}\"\n",
-        ca.display()
-    );
     let toml = base_config(
         &db,
         &ClientKey::new(mandate_jose::SigningAlg::ES256).public(),
-        &extra,
+        extra,
     );
     let env = env_with(&[]);
     let flags = mandate_config::Overrides {
@@ -538,14 +570,52 @@ async fn an_upstream_ca_file_without_a_certificate_stops_start_up() {
     };
     let config = mandate_config::Config::load(Some(&toml), &flags, &env).unwrap();
     let clock: Arc<dyn mandate_types::Clock> = Arc::new(mandate_types::SystemClock);
-    let Err(e) = mandate_server::start(&config, clock, &env).await else {
-        panic!("started with a CA file that holds no certificate");
-    };
-    let e = e.to_string();
+    match mandate_server::start(&config, clock, &env).await {
+        Ok(_) => panic!("started with {extra}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A CA file without a usable certificate stops start-up, naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_ca_file_without_a_certificate_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let e = start_up_error(&format!(
+        "[[gateway.routes]]\npath = \"/x\"\nupstream = \"https://127.0.0.1:9\"\nresource = \"{API}\"\nupstream_ca_file = \"{}\"\n",
+        ca.display()
+    ))
+    .await;
     assert!(
         e.contains("gateway.routes[0].upstream_ca_file") && e.contains("no CERTIFICATE"),
         "{e}"
     );
+}
+
+/// A client certificate whose key is not its own, or a key file without a
+/// key, stops start-up, naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_without_its_key_stops_start_up() {
+    let other_key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/tls/upstream.key"
+    );
+    for key_file in [other_key, TEST_CLIENT_CERT_FILE] {
+        let e = start_up_error(&format!(
+            "[[gateway.routes]]\npath = \"/x\"\nupstream = \"https://127.0.0.1:9\"\nresource = \"{API}\"\n\
+             upstream_client_cert_file = \"{TEST_CLIENT_CERT_FILE}\"\nupstream_client_key_file = \"{key_file}\"\n"
+        ))
+        .await;
+        assert!(
+            e.contains("gateway.routes[0].upstream_client_cert_file"),
+            "{e}"
+        );
+        assert!(
+            !e.contains("PRIVATE KEY-----"),
+            "no key material in errors: {e}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
