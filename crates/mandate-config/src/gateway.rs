@@ -89,29 +89,14 @@ pub struct UpstreamCa {
     pub pem: Vec<u8>,
 }
 
-/// `upstream_client_cert_file` and `upstream_client_key_file`: the files, as
-/// configured, and their PEM.
-#[derive(Clone)]
+/// `upstream_client_cert_file` and `upstream_client_key_file`, as configured.
+/// The gateway reads them at start, and again when they change.
+#[derive(Debug, Clone)]
 pub struct UpstreamClientCert {
-    /// The certificate chain's file.
+    /// The PEM certificate chain, the gateway's own certificate first.
     pub cert_file: String,
-    /// The private key's file.
+    /// The PEM private key of that certificate.
     pub key_file: String,
-    /// The chain, the gateway's own certificate first; parsed when the
-    /// gateway starts.
-    pub cert_pem: Vec<u8>,
-    /// The private key; parsed when the gateway starts.
-    pub key_pem: Vec<u8>,
-}
-
-impl std::fmt::Debug for UpstreamClientCert {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The key's contents are never printed.
-        f.debug_struct("UpstreamClientCert")
-            .field("cert_file", &self.cert_file)
-            .field("key_file", &self.key_file)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The gateway's configuration.
@@ -250,23 +235,16 @@ pub(crate) fn gateway_config(raw: RawGateway, issuer: &str) -> Result<GatewayCon
                     ))
                 }
                 (Some(cert_file), Some(key_file)) => {
-                    let cert_pem = std::fs::read(&cert_file).map_err(|e| {
-                        err(
-                            key("upstream_client_cert_file"),
-                            format!("cannot read {cert_file}: {e}"),
-                        )
-                    })?;
-                    let key_pem = std::fs::read(&key_file).map_err(|e| {
-                        err(
-                            key("upstream_client_key_file"),
-                            format!("cannot read {key_file}: {e}"),
-                        )
-                    })?;
+                    for (name, file) in [
+                        ("upstream_client_cert_file", &cert_file),
+                        ("upstream_client_key_file", &key_file),
+                    ] {
+                        std::fs::File::open(file)
+                            .map_err(|e| err(key(name), format!("cannot read {file}: {e}")))?;
+                    }
                     Some(UpstreamClientCert {
                         cert_file,
                         key_file,
-                        cert_pem,
-                        key_pem,
                     })
                 }
             };

@@ -317,14 +317,6 @@ fn an_https_upstream_with_a_client_certificate() {
     std::fs::remove_file(&cert).unwrap();
     std::fs::remove_file(&key).unwrap();
     let own = c.gateway.routes[0].upstream_client_cert.as_ref().unwrap();
-    assert_eq!(
-        (own.cert_pem.as_slice(), own.key_pem.as_slice()),
-        (&b"cert"[..], &b"key"[..])
-    );
+    assert_eq!(own.cert_file, cert.display().to_string());
     assert_eq!(own.key_file, key.display().to_string());
-    let printed = format!("{own:?}");
-    assert!(
-        !printed.contains("key_pem") && printed.contains("key_file"),
-        "{printed}"
-    );
 }

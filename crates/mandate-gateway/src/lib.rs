@@ -13,6 +13,7 @@
 //! without waiting for it.
 
 pub mod card;
+mod client_cert;
 pub mod mcp;
 pub mod metrics;
 pub mod route;

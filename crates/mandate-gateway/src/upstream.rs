@@ -45,6 +45,7 @@
 //! brings) rather than taken from a process default, so that another crate
 //! enabling a second provider cannot make the choice ambiguous at run time.
 
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -61,9 +62,11 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::CertificateDer;
 use thread_local::ThreadLocal;
 use tower::Service as _;
+
+use crate::client_cert::ReloadingClientCert;
 
 /// An idle connection older than this is closed instead of reused.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -435,22 +438,15 @@ impl UpstreamTls {
             .with_root_certificates(Arc::clone(roots)))
     }
 
-    /// The same trust, showing the certificate chain in `cert_pem` (the
-    /// gateway's own certificate first) with the private key in `key_pem`
-    /// (PKCS#8, SEC1 or PKCS#1) to upstreams that ask for a client
-    /// certificate. The key must belong to the first certificate.
-    pub fn with_client_cert(self, cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, String> {
-        let chain = CertificateDer::pem_slice_iter(cert_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("certificate file: not PEM: {e}"))?;
-        if chain.is_empty() {
-            return Err("certificate file: no CERTIFICATE in it".into());
-        }
-        let key = PrivateKeyDer::from_pem_slice(key_pem)
-            .map_err(|e| format!("key file: no usable private key: {e}"))?;
-        let config = Self::builder(&self.roots)?
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| format!("certificate and key: {e}"))?;
+    /// The same trust, showing the certificate chain in `cert_file` (the
+    /// gateway's own certificate first) with the private key in `key_file`
+    /// (PEM: PKCS#8, SEC1 or PKCS#1) to upstreams that ask for a client
+    /// certificate; both read again when they change
+    /// ([`crate::client_cert`]). The key must belong to the certificate.
+    pub fn with_client_cert(self, cert_file: &Path, key_file: &Path) -> Result<Self, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let resolver = ReloadingClientCert::load(cert_file, key_file, provider)?;
+        let config = Self::builder(&self.roots)?.with_client_cert_resolver(Arc::new(resolver));
         Ok(Self {
             roots: self.roots,
             config,

@@ -266,9 +266,9 @@ pub fn build(
     let public_pki = UpstreamTls::public_roots().map_err(gateway_error)?.client();
     let mut routes = Vec::with_capacity(g.routes.len());
     for (i, r) in g.routes.iter().enumerate() {
-        let key_error = |key: &str, file: &str, e: String| {
+        let key_error = |key: &str, e: String| {
             gateway_error(format!(
-                "configuration key `gateway.routes[{i}].{key}`: {file}: {e}"
+                "configuration key `gateway.routes[{i}].{key}`: {e}"
             ))
         };
         let client = match (&r.upstream_ca, &r.upstream_client_cert) {
@@ -277,14 +277,13 @@ pub fn build(
                 let tls = match ca {
                     None => UpstreamTls::public_roots().map_err(gateway_error)?,
                     Some(ca) => UpstreamTls::from_pem(&ca.pem)
-                        .map_err(|e| key_error("upstream_ca_file", &ca.file, e))?,
+                        .map_err(|e| key_error("upstream_ca_file", format!("{}: {e}", ca.file)))?,
                 };
                 match cert {
                     None => tls,
-                    Some(c) => tls.with_client_cert(&c.cert_pem, &c.key_pem).map_err(|e| {
-                        let files = format!("{} and {}", c.cert_file, c.key_file);
-                        key_error("upstream_client_cert_file", &files, e)
-                    })?,
+                    Some(c) => tls
+                        .with_client_cert(c.cert_file.as_ref(), c.key_file.as_ref())
+                        .map_err(|e| key_error("upstream_client_cert_file", e))?,
                 }
                 .client()
             }
