@@ -221,33 +221,34 @@ pub(crate) fn gateway_config(raw: RawGateway, issuer: &str) -> Result<GatewayCon
                 Some(UpstreamCa { file, pem })
             }
         };
-        let upstream_client_cert =
-            match (r.upstream_client_cert_file, r.upstream_client_key_file) {
-                (None, None) => None,
-                (Some(_), None) | (None, Some(_)) => return Err(err(
+        let upstream_client_cert = match (r.upstream_client_cert_file, r.upstream_client_key_file) {
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(err(
                     key("upstream_client_cert_file"),
-                    "needs `upstream_client_key_file` beside it, and the key file the certificate",
-                )),
-                (Some(_), Some(_)) if upstream.scheme() != "https" => {
-                    return Err(err(
-                        key("upstream_client_cert_file"),
-                        "only for an https:// upstream",
-                    ))
+                    "goes with `upstream_client_key_file`: set both or neither",
+                ))
+            }
+            (Some(_), Some(_)) if upstream.scheme() != "https" => {
+                return Err(err(
+                    key("upstream_client_cert_file"),
+                    "only for an https:// upstream",
+                ))
+            }
+            (Some(cert_file), Some(key_file)) => {
+                for (name, file) in [
+                    ("upstream_client_cert_file", &cert_file),
+                    ("upstream_client_key_file", &key_file),
+                ] {
+                    std::fs::File::open(file)
+                        .map_err(|e| err(key(name), format!("cannot read {file}: {e}")))?;
                 }
-                (Some(cert_file), Some(key_file)) => {
-                    for (name, file) in [
-                        ("upstream_client_cert_file", &cert_file),
-                        ("upstream_client_key_file", &key_file),
-                    ] {
-                        std::fs::File::open(file)
-                            .map_err(|e| err(key(name), format!("cannot read {file}: {e}")))?;
-                    }
-                    Some(UpstreamClientCert {
-                        cert_file,
-                        key_file,
-                    })
-                }
-            };
+                Some(UpstreamClientCert {
+                    cert_file,
+                    key_file,
+                })
+            }
+        };
         let protocol = match r.protocol.as_deref() {
             None | Some("http") => Protocol::Http,
             Some("a2a") => Protocol::A2a,
