@@ -76,6 +76,8 @@ pub struct RouteConfig {
     /// For an https upstream that asks for one: the client certificate the
     /// gateway shows (mutual TLS).
     pub upstream_client_cert: Option<UpstreamClientCert>,
+    /// Requests per minute each caller may make on the route.
+    pub rate_limit: Option<u32>,
     /// MCP: browser origins allowed besides the gateway's own.
     pub allowed_origins: Vec<String>,
 }
@@ -249,6 +251,12 @@ pub(crate) fn gateway_config(raw: RawGateway, issuer: &str) -> Result<GatewayCon
                 })
             }
         };
+        if r.rate_limit == Some(0) {
+            return Err(err(
+                key("rate_limit"),
+                "must be at least 1 (requests per minute per caller); leave it out for no limit",
+            ));
+        }
         let protocol = match r.protocol.as_deref() {
             None | Some("http") => Protocol::Http,
             Some("a2a") => Protocol::A2a,
@@ -397,6 +405,7 @@ pub(crate) fn gateway_config(raw: RawGateway, issuer: &str) -> Result<GatewayCon
             upstream_timeout,
             upstream_ca,
             upstream_client_cert,
+            rate_limit: r.rate_limit,
             allowed_origins,
         });
     }

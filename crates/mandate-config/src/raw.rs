@@ -95,6 +95,7 @@ pub struct RawRoute {
     pub upstream_ca_file: Option<String>,
     pub upstream_client_cert_file: Option<String>,
     pub upstream_client_key_file: Option<String>,
+    pub rate_limit: Option<u32>,
     #[serde(default)]
     pub allowed_origins: Vec<String>,
 }

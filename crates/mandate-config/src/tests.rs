@@ -157,6 +157,7 @@ CancelTask = ["expense:submit"]
         ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"http://a\"\nresource = \"https://r\"\nupstream_client_cert_file = \"Cargo.toml\"\nupstream_client_key_file = \"Cargo.toml\"", "gateway.routes[0].upstream_client_cert_file"),
         ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"https://a\"\nresource = \"https://r\"\nupstream_client_cert_file = \"/no/such/cert.pem\"\nupstream_client_key_file = \"Cargo.toml\"", "gateway.routes[0].upstream_client_cert_file"),
         ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"https://a\"\nresource = \"https://r\"\nupstream_client_cert_file = \"Cargo.toml\"\nupstream_client_key_file = \"/no/such/key.pem\"", "gateway.routes[0].upstream_client_key_file"),
+        ("[[gateway.routes]]\npath = \"/x\"\nupstream = \"http://a\"\nresource = \"https://r\"\nrate_limit = 0", "gateway.routes[0].rate_limit"),
         ("[gateway]\ndefault_route = \"/nope\"", "gateway.default_route"),
     ];
     for (file, key) in bad {
@@ -319,4 +320,16 @@ fn an_https_upstream_with_a_client_certificate() {
     let own = c.gateway.routes[0].upstream_client_cert.as_ref().unwrap();
     assert_eq!(own.cert_file, cert.display().to_string());
     assert_eq!(own.key_file, key.display().to_string());
+}
+
+#[test]
+fn a_route_rate_limit_is_per_minute_and_optional() {
+    let no_env = |_: &str| None;
+    let route =
+        "[[gateway.routes]]\npath = \"/x\"\nupstream = \"http://a\"\nresource = \"https://r\"\n";
+    let c = Config::load(Some(route), &Overrides::default(), &no_env).unwrap();
+    assert_eq!(c.gateway.routes[0].rate_limit, None);
+    let limited = format!("{route}rate_limit = 600\n");
+    let c = Config::load(Some(&limited), &Overrides::default(), &no_env).unwrap();
+    assert_eq!(c.gateway.routes[0].rate_limit, Some(600));
 }

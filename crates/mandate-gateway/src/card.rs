@@ -4,10 +4,8 @@
 //! JCS-canonical card without `signatures`). Cached, served with `ETag` and
 //! `Cache-Control`, and rate-limited per client address.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -235,47 +233,6 @@ pub fn sign_card(mut card: Value, signer: &dyn CardSigner) -> Result<ServedCard,
     Ok(ServedCard { body, etag })
 }
 
-/// Per-address token buckets for the card endpoints.
-pub struct RateLimiter {
-    per_minute: f64,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
-}
-
-/// Most addresses tracked before the table is reset.
-const MAX_TRACKED: usize = 100_000;
-
-impl RateLimiter {
-    /// `per_minute` requests per address, with bursts of that size.
-    pub fn new(per_minute: u32) -> Self {
-        Self {
-            per_minute: f64::from(per_minute.max(1)),
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// `Ok` to serve, or `Err(seconds)` to wait.
-    pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
-        let Ok(mut b) = self.buckets.lock() else {
-            return Ok(());
-        };
-        if b.len() > MAX_TRACKED {
-            b.clear();
-        }
-        let now = Instant::now();
-        let (tokens, last) = b.entry(ip).or_insert((self.per_minute, now));
-        let refill = now.duration_since(*last).as_secs_f64() * self.per_minute / 60.0;
-        *tokens = (*tokens + refill).min(self.per_minute);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - *tokens) * 60.0 / self.per_minute;
-            Err(wait.ceil().max(1.0) as u64)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,6 +267,7 @@ mod tests {
             .into(),
             upstream_timeout: Duration::from_secs(5),
             client: crate::UpstreamTls::public_roots().unwrap().client(),
+            rate_limit: None,
         }
     }
 
@@ -405,15 +363,5 @@ mod tests {
             out["securityRequirements"][0]["schemes"]["mandate"]["list"],
             json!(["expense:read"])
         );
-    }
-
-    #[test]
-    fn rate_limit_refuses_a_burst() {
-        let l = RateLimiter::new(2);
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        assert!(l.check(ip).is_ok());
-        assert!(l.check(ip).is_ok());
-        assert!(l.check(ip).unwrap_err() >= 1);
-        assert!(l.check("127.0.0.2".parse().unwrap()).is_ok());
     }
 }

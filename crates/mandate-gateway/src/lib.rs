@@ -16,6 +16,7 @@ pub mod card;
 mod client_cert;
 pub mod mcp;
 pub mod metrics;
+pub mod rate_limit;
 pub mod route;
 pub mod upstream;
 
@@ -37,6 +38,7 @@ use serde_json::json;
 
 pub use card::{CardSettings, CardSigner, ScopeCatalog};
 pub use metrics::GatewayMetrics;
+pub use rate_limit::RateLimiter;
 pub use route::{upstream_host, Route, RouteTable};
 pub use upstream::{UpstreamClient, UpstreamTls};
 
@@ -102,7 +104,7 @@ pub struct Gateway {
     catalog: Arc<dyn ScopeCatalog>,
     sink: Arc<dyn DecisionSink>,
     cards: tokio::sync::Mutex<HashMap<String, (Instant, card::ServedCard)>>,
-    limiter: card::RateLimiter,
+    limiter: RateLimiter<IpAddr>,
     metrics: GatewayMetrics,
 }
 
@@ -194,7 +196,7 @@ impl Gateway {
     ) -> Self {
         let metrics = GatewayMetrics::new(routes.all().iter().map(|r| r.path.as_str()));
         Self {
-            limiter: card::RateLimiter::new(settings.card.rate_per_minute),
+            limiter: RateLimiter::new(settings.card.rate_per_minute),
             routes,
             guard,
             clock,
@@ -304,7 +306,7 @@ impl Gateway {
         peer: Option<SocketAddr>,
     ) -> Response<Body> {
         let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
-        if let Err(wait) = self.limiter.check(ip) {
+        if let Err(wait) = self.limiter.check(&ip) {
             let mut r = json_response(
                 StatusCode::TOO_MANY_REQUESTS,
                 json!({"error": "rate_limited", "error_description": "too many Agent Card requests"}),
@@ -466,6 +468,28 @@ impl Gateway {
                 return denial.into_response();
             }
         };
+        if let Some(limit) = &route.rate_limit {
+            if let Err(wait) = limit.check(caller_key(&allowed, peer).as_ref()) {
+                self.metrics.decision(&route.path, "rate_limited");
+                let mut r = json_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    json!({"error": "rate_limited", "error_description": "too many requests on this route; retry later"}),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+                self.sink
+                    .record(allowed_decision(
+                        route,
+                        &allowed,
+                        false,
+                        "rate_limited",
+                        StatusCode::TOO_MANY_REQUESTS,
+                        started,
+                    ))
+                    .await;
+                return r;
+            }
+        }
         let Some(uri) = upstream_uri(route, rest, parts.uri.query()) else {
             return json_response(StatusCode::BAD_REQUEST, json!({"error": "invalid_request"}));
         };
@@ -549,30 +573,68 @@ impl Gateway {
             ),
         };
         self.metrics.decision(&route.path, reason);
-        let token = allowed.token.as_deref();
         self.sink
-            .record(DecisionEvent {
-                route: route.path.clone(),
-                resource: route.policy.resource.clone(),
-                operation: allowed
-                    .operation
-                    .map(|o| Cow::Borrowed(o.name()))
-                    .or_else(|| allowed.method.clone().map(Cow::Owned))
-                    .map(|op| match &allowed.name {
-                        Some(n) => Cow::Owned(format!("{op}:{n}")),
-                        None => op,
-                    }),
-                client_id: token.and_then(|t| t.client_id.clone()),
-                subject: token.map(|t| t.subject.clone()),
-                scopes: token.map(|t| t.scope.to_string()),
-                jti: token.and_then(|t| t.jti.clone()),
-                allowed: true,
-                reason: Cow::Borrowed(reason),
-                status: response.status().as_u16(),
-                latency_us: elapsed_us(started),
-            })
+            .record(allowed_decision(
+                route,
+                &allowed,
+                true,
+                reason,
+                response.status(),
+                started,
+            ))
             .await;
         response
+    }
+}
+
+/// The audit record of a request the guard allowed: forwarded (`forwarded`,
+/// with the upstream's status or the gateway's 502/504), or stopped after
+/// the guard (by the route's rate limit).
+fn allowed_decision(
+    route: &Route,
+    allowed: &Allowed,
+    forwarded: bool,
+    reason: &'static str,
+    status: StatusCode,
+    started: Instant,
+) -> DecisionEvent {
+    let token = allowed.token.as_deref();
+    DecisionEvent {
+        route: route.path.clone(),
+        resource: route.policy.resource.clone(),
+        operation: allowed
+            .operation
+            .map(|o| Cow::Borrowed(o.name()))
+            .or_else(|| allowed.method.clone().map(Cow::Owned))
+            .map(|op| match &allowed.name {
+                Some(n) => Cow::Owned(format!("{op}:{n}")),
+                None => op,
+            }),
+        client_id: token.and_then(|t| t.client_id.clone()),
+        subject: token.map(|t| t.subject.clone()),
+        scopes: token.map(|t| t.scope.to_string()),
+        jti: token.and_then(|t| t.jti.clone()),
+        allowed: forwarded,
+        reason: Cow::Borrowed(reason),
+        status: status.as_u16(),
+        latency_us: elapsed_us(started),
+    }
+}
+
+/// Whom a route's rate limit counts a request against: the token's client,
+/// else its subject, else (on a public route) the caller's address. The
+/// last two are marked with a NUL, which no client id holds, so a subject
+/// or an address cannot spend a client's requests.
+fn caller_key(allowed: &Allowed, peer: Option<SocketAddr>) -> Cow<'_, str> {
+    match allowed.token.as_deref() {
+        Some(t) => match &t.client_id {
+            Some(client) => Cow::Borrowed(client),
+            None => Cow::Owned(format!("sub\0{}", t.subject)),
+        },
+        None => Cow::Owned(format!(
+            "addr\0{}",
+            peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip())
+        )),
     }
 }
 

@@ -2,10 +2,12 @@
 //! policy the guard enforces there.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mandate_tower::ProtectedResource;
 
+use crate::rate_limit::RateLimiter;
 use crate::upstream::UpstreamClient;
 use mandate_types::ScopeSet;
 
@@ -32,6 +34,9 @@ pub struct Route {
     /// The connection pool to the upstream, with the TLS trust it needs
     /// (see [`crate::upstream`]).
     pub client: UpstreamClient,
+    /// Requests per minute each caller may make here (by client, else
+    /// subject, else address), checked after the token.
+    pub rate_limit: Option<Arc<RateLimiter<String>>>,
 }
 
 /// The `Host` field for requests to `upstream`: its host, with the port when

@@ -18,8 +18,8 @@ use mandate_core::audit::AuditLog;
 use mandate_core::keyring::{KeySnapshot, Keyring, Keyrings};
 use mandate_core::Store;
 use mandate_gateway::{
-    CardSettings, CardSigner, DecisionEvent, DecisionSink, Gateway, GatewaySettings, Route,
-    RouteTable, ScopeCatalog, UpstreamTls,
+    CardSettings, CardSigner, DecisionEvent, DecisionSink, Gateway, GatewaySettings, RateLimiter,
+    Route, RouteTable, ScopeCatalog, UpstreamTls,
 };
 use mandate_jose::JwkSet;
 use mandate_tower::keys::HttpKeys;
@@ -323,6 +323,7 @@ pub fn build(
             skills: r.skills.clone(),
             upstream_timeout: Duration::from_secs(r.upstream_timeout.unsigned_abs()),
             client,
+            rate_limit: r.rate_limit.map(|n| Arc::new(RateLimiter::new(n))),
         });
     }
     let settings = GatewaySettings {

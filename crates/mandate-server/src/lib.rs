@@ -250,7 +250,7 @@ pub async fn start(
         metrics: Arc::new(ops::Metrics::new()),
         admin_token: Arc::new(ClientSecret::new(admin_token.clone()).hash()),
         secret_rotation_overlap: config.secret_rotation_overlap,
-        registration_limiter: Arc::new(mandate_gateway::card::RateLimiter::new(
+        registration_limiter: Arc::new(mandate_gateway::RateLimiter::new(
             config.registration_rate_limit,
         )),
         gateway,

@@ -96,7 +96,7 @@ async fn register(
     Authorization(auth): Authorization,
     JsonBody(body): JsonBody<serde_json::Value>,
 ) -> Result<Response, ApiError> {
-    if let Err(wait) = s.registration_limiter.check(peer.ip()) {
+    if let Err(wait) = s.registration_limiter.check(&peer.ip()) {
         let body = serde_json::json!({
             "error": "temporarily_unavailable",
             "error_description": "too many registrations from this address; try again later",

@@ -43,7 +43,7 @@ pub struct Shared {
     /// Default overlap of old client secrets on rotation, seconds.
     pub secret_rotation_overlap: i64,
     /// Registrations per client address.
-    pub registration_limiter: Arc<mandate_gateway::card::RateLimiter>,
+    pub registration_limiter: Arc<mandate_gateway::RateLimiter<std::net::IpAddr>>,
     /// The gateway, when routes are configured.
     pub gateway: Option<Arc<mandate_gateway::Gateway>>,
     /// Sign-in through upstream OpenID Providers (`[[login.oidc]]`).
