@@ -168,15 +168,22 @@ mod tests {
             .to_vec()
     }
 
-    #[test]
-    fn a_renewed_pair_is_shown_and_a_broken_one_is_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = (dir.path().join("client.pem"), dir.path().join("client.key"));
+    /// The gateway's pair copied into `dir` and loaded from there, looked
+    /// at again once `recheck` has passed; with the copies' paths.
+    fn load_copy(dir: &Path, recheck: Duration) -> (ReloadingClientCert, PathBuf, PathBuf) {
+        let (cert, key) = (dir.join("client.pem"), dir.join("client.key"));
         std::fs::write(&cert, fixture("gateway-client.pem")).unwrap();
         std::fs::write(&key, fixture("gateway-client.key")).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut c = ReloadingClientCert::load(&cert, &key, provider).unwrap();
-        c.recheck = Duration::ZERO;
+        c.recheck = recheck;
+        (c, cert, key)
+    }
+
+    #[test]
+    fn a_renewed_pair_is_shown_and_a_broken_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, cert, key) = load_copy(dir.path(), Duration::ZERO);
         assert_eq!(shown(&c), first_cert(&fixture("gateway-client.pem")));
 
         // Renewed: another certificate and its key.
@@ -200,12 +207,7 @@ mod tests {
     #[test]
     fn files_are_looked_at_no_more_often_than_recheck() {
         let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = (dir.path().join("client.pem"), dir.path().join("client.key"));
-        std::fs::write(&cert, fixture("gateway-client.pem")).unwrap();
-        std::fs::write(&key, fixture("gateway-client.key")).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut c = ReloadingClientCert::load(&cert, &key, provider).unwrap();
-        c.recheck = Duration::from_secs(3600);
+        let (c, cert, key) = load_copy(dir.path(), Duration::from_secs(3600));
         std::fs::write(&cert, fixture("upstream.pem")).unwrap();
         std::fs::write(&key, fixture("upstream.key")).unwrap();
         // The hour has not passed since the load.
