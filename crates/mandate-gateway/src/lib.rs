@@ -305,16 +305,8 @@ impl Gateway {
         headers: &HeaderMap,
         peer: Option<SocketAddr>,
     ) -> Response<Body> {
-        let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
-        if let Err(wait) = self.limiter.check(&ip) {
-            let mut r = json_response(
-                StatusCode::TOO_MANY_REQUESTS,
-                json!({"error": "rate_limited", "error_description": "too many Agent Card requests"}),
-            );
-            if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return r;
+        if let Err(wait) = self.limiter.check(&peer_ip(peer)) {
+            return too_many_requests("too many Agent Card requests", wait);
         }
         let served = match self.served_card(route).await {
             Ok(c) => c,
@@ -471,12 +463,6 @@ impl Gateway {
         if let Some(limit) = &route.rate_limit {
             if let Err(wait) = limit.check(caller_key(&allowed, peer).as_ref()) {
                 self.metrics.decision(&route.path, "rate_limited");
-                let mut r = json_response(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    json!({"error": "rate_limited", "error_description": "too many requests on this route; retry later"}),
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(wait));
                 self.sink
                     .record(allowed_decision(
                         route,
@@ -487,7 +473,7 @@ impl Gateway {
                         started,
                     ))
                     .await;
-                return r;
+                return too_many_requests("too many requests on this route; retry later", wait);
             }
         }
         let Some(uri) = upstream_uri(route, rest, parts.uri.query()) else {
@@ -631,11 +617,24 @@ fn caller_key(allowed: &Allowed, peer: Option<SocketAddr>) -> Cow<'_, str> {
             Some(client) => Cow::Borrowed(client),
             None => Cow::Owned(format!("sub\0{}", t.subject)),
         },
-        None => Cow::Owned(format!(
-            "addr\0{}",
-            peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip())
-        )),
+        None => Cow::Owned(format!("addr\0{}", peer_ip(peer))),
     }
+}
+
+/// The caller's address, `0.0.0.0` when the listener gave none.
+fn peer_ip(peer: Option<SocketAddr>) -> IpAddr {
+    peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip())
+}
+
+/// 429 `rate_limited`, to retry after `wait` seconds.
+fn too_many_requests(description: &'static str, wait: u64) -> Response<Body> {
+    let mut r = json_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        json!({"error": "rate_limited", "error_description": description}),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+    r
 }
 
 fn elapsed_us(since: Instant) -> u64 {
