@@ -369,7 +369,9 @@ async fn serve_admin(
         gateway: None,
     };
     let http = listener::http1_server(header_read_timeout);
-    let task = tokio::spawn(listener::accept_until_stopped(listener, app, http, stopped));
+    let task = tokio::spawn(listener::accept_until_stopped(
+        listener, None, app, http, stopped,
+    ));
     Ok((bound, task))
 }
 
