@@ -233,7 +233,28 @@ pub struct BrokenLink {
     pub problem: &'static str,
 }
 
-/// Walks a chain from its start or from a trusted `(seq, hash)` checkpoint.
+/// Where a stored chain starts: the last event that retention removed from
+/// its front, or seq 0 and [`GENESIS_HASH`] while none was. The first stored
+/// event must link to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anchor {
+    /// The `seq` of the last event removed (0: none).
+    pub seq: i64,
+    /// Its hash.
+    pub hash: String,
+}
+
+impl Anchor {
+    /// The start of a chain from which nothing was removed.
+    pub fn genesis() -> Self {
+        Self {
+            seq: 0,
+            hash: GENESIS_HASH.to_owned(),
+        }
+    }
+}
+
+/// Walks a chain from its start or from a trusted [`Anchor`].
 #[derive(Debug, Clone)]
 pub struct ChainVerifier {
     next_seq: i64,
@@ -242,14 +263,19 @@ pub struct ChainVerifier {
 
 impl Default for ChainVerifier {
     fn default() -> Self {
-        Self {
-            next_seq: 1,
-            prev_hash: GENESIS_HASH.to_owned(),
-        }
+        Self::from_anchor(&Anchor::genesis())
     }
 }
 
 impl ChainVerifier {
+    /// Checks the events that follow `anchor`.
+    pub fn from_anchor(anchor: &Anchor) -> Self {
+        Self {
+            next_seq: anchor.seq + 1,
+            prev_hash: anchor.hash.clone(),
+        }
+    }
+
     /// Checks the next event. Feed events in `seq` order.
     pub fn push(&mut self, e: &Event) -> Result<(), BrokenLink> {
         let broken = |problem| BrokenLink {
@@ -273,7 +299,7 @@ impl ChainVerifier {
         Ok(())
     }
 
-    /// Events checked so far.
+    /// The `seq` of the last event checked (the anchor's before any).
     pub fn checked(&self) -> i64 {
         self.next_seq - 1
     }

@@ -155,6 +155,9 @@ pub struct Config {
     /// on an idle kept-alive connection; then the connection is closed.
     /// Seconds.
     pub header_read_timeout: i64,
+    /// Audit events older than this are removed from the front of the chain
+    /// (`audit.retention`), seconds; `None` keeps every event.
+    pub audit_retention: Option<i64>,
     /// Resources to apply at start.
     pub resources: Vec<ResourceConfig>,
     /// Clients to apply at start.
@@ -359,6 +362,18 @@ impl Config {
             "limits.header_read_timeout",
             &raw.limits.header_read_timeout,
         )?;
+        let audit_retention = match raw.audit.retention {
+            None => None,
+            Some(v) => match duration("audit.retention", Some(v), 0)? {
+                secs if secs < mandate_core::authority::MIN_AUDIT_RETENTION => {
+                    return Err(err(
+                        "audit.retention",
+                        "must be at least one hour: shorter would remove events before anyone could read or export them",
+                    ))
+                }
+                secs => Some(secs),
+            },
+        };
         let max_body_bytes = raw.limits.max_body_bytes.unwrap_or(64 * 1024);
         if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
             return Err(err(
@@ -504,6 +519,7 @@ impl Config {
             max_body_bytes,
             request_timeout,
             header_read_timeout,
+            audit_retention,
             resources,
             clients,
             registration_mode,

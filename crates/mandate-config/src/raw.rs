@@ -20,6 +20,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
+    pub audit: RawAudit,
+    #[serde(default)]
     pub resources: Vec<RawResource>,
     #[serde(default)]
     pub clients: Vec<RawClient>,
@@ -114,6 +116,12 @@ pub struct RawTokens {
     pub max_delegation_depth: Option<usize>,
     pub dpop_nonce: Option<bool>,
     pub refresh_requires_offline_access: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub retention: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -57,6 +57,24 @@ fn listener_threads_default_to_one_per_cpu_and_are_bounded() {
 }
 
 #[test]
+fn audit_retention_is_off_by_default_and_at_least_an_hour() {
+    let c = Config::load(None, &Overrides::default(), &no_env).unwrap();
+    assert_eq!(c.audit_retention, None);
+    let c = Config::load(
+        Some("[audit]\nretention = \"90days\""),
+        &Overrides::default(),
+        &no_env,
+    )
+    .unwrap();
+    assert_eq!(c.audit_retention, Some(90 * 86_400));
+    for bad in ["59m", "0s", "soon"] {
+        let toml = format!("[audit]\nretention = \"{bad}\"");
+        let e = Config::load(Some(&toml), &Overrides::default(), &no_env).unwrap_err();
+        assert_eq!(e.key, "audit.retention", "{bad}");
+    }
+}
+
+#[test]
 fn precedence_is_flag_then_env_then_file() {
     let file = "listen = \"127.0.0.1:1000\"\nissuer = \"https://file.example\"";
     let env = |k: &str| (k == "MANDATE_ISSUER").then(|| "https://env.example/".to_owned());

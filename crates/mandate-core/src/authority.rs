@@ -62,6 +62,15 @@ impl Settings {
     }
 }
 
+/// Most audit events retention removes in one transaction: a short write
+/// lock, so tokens and gateway decisions keep being recorded while a long
+/// history is cut.
+pub const PRUNE_BATCH: i64 = 10_000;
+
+/// Shortest audit retention, seconds: shorter would remove events before
+/// anyone could read or export them.
+pub const MIN_AUDIT_RETENTION: i64 = 3600;
+
 /// The authorization server.
 pub struct Authority {
     pub(crate) settings: Settings,
@@ -145,6 +154,43 @@ impl Authority {
     /// An audit event stamped now.
     pub(crate) fn event(&self, kind: &str, outcome: Outcome) -> NewEvent {
         NewEvent::new(self.clock.now_ms(), kind, outcome)
+    }
+
+    /// Retention: removes the audit events recorded more than `keep_secs`
+    /// ago from the front of the chain, [`PRUNE_BATCH`] to a transaction,
+    /// and records that it did (`audit.pruned`, naming the new anchor), so
+    /// the chain itself tells when and where its history was cut. Returns
+    /// how many events went. Refuses a `keep_secs` under
+    /// [`MIN_AUDIT_RETENTION`].
+    pub async fn prune_audit(&self, keep_secs: i64) -> Result<u64, Error> {
+        if keep_secs < MIN_AUDIT_RETENTION {
+            return Err(Error::InvalidRequest(
+                "audit events are kept at least one hour".into(),
+            ));
+        }
+        let before_ms = self
+            .clock
+            .now_ms()
+            .saturating_sub(keep_secs.saturating_mul(1000));
+        let mut removed = 0;
+        loop {
+            let batch = self.store.prune_audit(before_ms, PRUNE_BATCH).await?;
+            if batch == 0 {
+                break;
+            }
+            removed += batch;
+        }
+        if removed > 0 {
+            let anchor = self.store.audit_anchor().await?;
+            let mut e = self.event("audit.pruned", Outcome::Success);
+            e.reason = Some(format!(
+                "retention removed {removed} events recorded before {before_ms} ms; \
+                 the chain now starts after seq {} (hash {})",
+                anchor.seq, anchor.hash
+            ));
+            self.audit.record(e).await?;
+        }
+        Ok(removed)
     }
 
     /// Authenticates the client behind `presented`. `endpoint` is the URL being

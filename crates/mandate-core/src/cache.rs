@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use mandate_audit::{Event, NewEvent};
+use mandate_audit::{Anchor, Event, NewEvent};
 use mandate_types::{ClientId, ResourceUri, UnixTime};
 
 use crate::model::{
@@ -182,6 +182,14 @@ impl Store for CachedStore {
 
     async fn audit_after(&self, after: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
         self.inner.audit_after(after, limit).await
+    }
+
+    async fn audit_anchor(&self) -> Result<Anchor, StoreError> {
+        self.inner.audit_anchor().await
+    }
+
+    async fn prune_audit(&self, before_ms: i64, limit: i64) -> Result<u64, StoreError> {
+        self.inner.prune_audit(before_ms, limit).await
     }
 
     async fn purge_expired(&self, now: UnixTime) -> Result<u64, StoreError> {

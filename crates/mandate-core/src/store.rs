@@ -2,7 +2,7 @@
 //! the protocol core sees nothing but this.
 
 use async_trait::async_trait;
-use mandate_audit::{Event, NewEvent};
+use mandate_audit::{Anchor, Event, NewEvent};
 use mandate_types::{ClientId, ResourceUri, UnixTime};
 
 use crate::model::{
@@ -100,6 +100,14 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Events with `seq > after`, at most `limit`, in order.
     async fn audit_after(&self, after: i64, limit: i64) -> Result<Vec<Event>, StoreError>;
+    /// Where the stored chain starts ([`Store::prune_audit`] moves it).
+    async fn audit_anchor(&self) -> Result<Anchor, StoreError>;
+    /// Retention: removes from the front of the chain the events recorded
+    /// before `before_ms` (Unix milliseconds), at most `limit`, in one
+    /// transaction that also moves the anchor to the last one removed. Only
+    /// an unbroken run from the front goes: an event stamped later than one
+    /// after it (two replicas' clocks) ends the run. Returns how many went.
+    async fn prune_audit(&self, before_ms: i64, limit: i64) -> Result<u64, StoreError>;
 
     /// Inserts or replaces a user.
     async fn put_user(&self, user: &User) -> Result<(), StoreError>;

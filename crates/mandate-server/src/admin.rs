@@ -43,6 +43,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/admin/keys", get(list_keys))
         .route("/admin/keys/rotate", post(rotate_keys))
         .route("/admin/audit", get(audit_page))
+        .route("/admin/audit/anchor", get(audit_anchor))
+        .route("/admin/audit/prune", post(prune_audit))
         .route("/admin/users", get(list_users).post(create_user))
         .route("/admin/users/{name}/password", post(set_password))
         .route("/admin/users/{name}/disable", post(disable_user))
@@ -266,6 +268,39 @@ async fn audit_page(
         .await
         .map_err(Error::from)?;
     Ok(Json(events).into_response())
+}
+
+/// Where the stored chain starts: a verifier begins there.
+async fn audit_anchor(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let anchor = s
+        .authority
+        .store()
+        .audit_anchor()
+        .await
+        .map_err(Error::from)?;
+    Ok(Json(anchor).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PruneRequest {
+    /// Events recorded longer ago than this go (at least an hour).
+    older_than_secs: i64,
+}
+
+/// Retention on demand (`audit.retention` runs it on its own).
+async fn prune_audit(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<PruneRequest>,
+) -> Result<Response, ApiError> {
+    let removed = s.authority.prune_audit(req.older_than_secs).await?;
+    let anchor = s
+        .authority
+        .store()
+        .audit_anchor()
+        .await
+        .map_err(Error::from)?;
+    Ok(Json(json!({ "removed": removed, "anchor": anchor })).into_response())
 }
 
 /// A user as the admin API shows it: never the password hash.

@@ -296,7 +296,11 @@ pub async fn start(
     .await?;
     let tasks = vec![
         admin_task,
-        tokio::spawn(housekeeping(Arc::clone(&authority), stopped.clone())),
+        tokio::spawn(housekeeping(
+            Arc::clone(&authority),
+            config.audit_retention,
+            stopped.clone(),
+        )),
         tokio::spawn(refresh_revocations(
             Arc::clone(&authority),
             revocations,
@@ -375,7 +379,11 @@ async fn serve_admin(
     Ok((bound, task))
 }
 
-async fn housekeeping(authority: Arc<Authority>, mut stopped: watch::Receiver<bool>) {
+async fn housekeeping(
+    authority: Arc<Authority>,
+    audit_retention: Option<i64>,
+    mut stopped: watch::Receiver<bool>,
+) {
     let mut reload = tokio::time::interval(KEY_RELOAD_EVERY);
     // The first purge comes one period after start, not at once: nothing is
     // due that cannot wait, and a purge at an unpredictable moment of
@@ -400,6 +408,13 @@ async fn housekeeping(authority: Arc<Authority>, mut stopped: watch::Receiver<bo
                     Ok(n) if n > 0 => tracing::debug!(purged = n, "purged expired replay and revocation entries"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "purge failed"),
+                }
+                if let Some(keep) = audit_retention {
+                    match authority.prune_audit(keep).await {
+                        Ok(n) if n > 0 => tracing::info!(removed = n, "audit retention removed old events"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "audit retention failed"),
+                    }
                 }
             }
         }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mandate_audit::{Event, NewEvent, Outcome};
+use mandate_audit::{Anchor, Event, NewEvent, Outcome};
 use mandate_core::model::{
     Client, Grant, KeyPurpose, RefreshRecord, RefreshUse, Resource, RevokedAccess,
     StoredSigningKey, User,
@@ -570,6 +570,69 @@ impl Store for SqlStore {
         .await
         .map_err(db)?;
         rows.iter().map(decode_event).collect()
+    }
+
+    async fn audit_anchor(&self) -> Result<Anchor, StoreError> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_anchor WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        let c = |e| corrupt("audit_anchor", e);
+        Ok(Anchor {
+            seq: row.try_get("seq").map_err(c)?,
+            hash: row.try_get("hash").map_err(c)?,
+        })
+    }
+
+    async fn prune_audit(&self, before_ms: i64, limit: i64) -> Result<u64, StoreError> {
+        // The front of the chain, in order: the run recorded before the
+        // cut-off ends at the first event that is not.
+        let front = sqlx::query(
+            "SELECT seq, time_ms FROM audit_events \
+             WHERE seq > (SELECT seq FROM audit_anchor WHERE id = 1) ORDER BY seq LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut through = None;
+        for row in &front {
+            let time_ms: i64 = row.try_get("time_ms").map_err(db)?;
+            if time_ms >= before_ms {
+                break;
+            }
+            through = Some(row.try_get::<i64, _>("seq").map_err(db)?);
+        }
+        let Some(through) = through else {
+            return Ok(0);
+        };
+        // Writes first, so that SQLite takes its write lock (waiting for the
+        // hot-path writer) before reading: the anchor moves, then the rows
+        // behind it may go. Another replica pruning at the same time has
+        // moved it already: then nothing here changes.
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let moved = sqlx::query(
+            "UPDATE audit_anchor SET seq = $1, \
+             hash = (SELECT hash FROM audit_events WHERE seq = $1) \
+             WHERE id = 1 AND seq < $1 AND EXISTS (SELECT 1 FROM audit_events WHERE seq = $1)",
+        )
+        .bind(through)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if moved == 0 {
+            tx.rollback().await.map_err(db)?;
+            return Ok(0);
+        }
+        let removed = sqlx::query("DELETE FROM audit_events WHERE seq <= $1")
+            .bind(through)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        tx.commit().await.map_err(db)?;
+        Ok(removed)
     }
 
     async fn put_user(&self, user: &User) -> Result<(), StoreError> {

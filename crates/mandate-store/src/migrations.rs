@@ -165,6 +165,50 @@ fn migration_6(backend: Backend) -> Vec<String> {
     )]
 }
 
+/// Retention: where the stored chain starts (the last event removed from
+/// its front), and the append-only guard relaxed for exactly those events:
+/// a row may be deleted only once the anchor has moved past it, so removing
+/// history always leaves a recorded anchor the rest of the chain links to.
+fn migration_7(backend: Backend) -> Vec<String> {
+    let mut steps = vec![
+        "CREATE TABLE audit_anchor (id INTEGER PRIMARY KEY, seq BIGINT NOT NULL, \
+         hash TEXT NOT NULL)"
+            .to_owned(),
+        format!("INSERT INTO audit_anchor (id, seq, hash) VALUES (1, 0, '{GENESIS_HASH}')"),
+    ];
+    match backend {
+        Backend::Sqlite => steps.extend(
+            [
+                "DROP TRIGGER audit_events_no_DELETE",
+                "CREATE TRIGGER audit_events_no_DELETE BEFORE DELETE ON audit_events \
+                 WHEN OLD.seq > (SELECT seq FROM audit_anchor WHERE id = 1) \
+                 BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END",
+                "CREATE TRIGGER audit_anchor_forward BEFORE UPDATE ON audit_anchor \
+                 WHEN NEW.seq < OLD.seq \
+                 BEGIN SELECT RAISE(ABORT, 'the audit anchor only moves forward'); END",
+            ]
+            .map(str::to_owned),
+        ),
+        Backend::Postgres => steps.extend(
+            [
+                "CREATE OR REPLACE FUNCTION mandate_audit_append_only() RETURNS trigger AS $$ \
+                 BEGIN \
+                 IF TG_OP = 'DELETE' AND OLD.seq <= (SELECT seq FROM audit_anchor WHERE id = 1) \
+                 THEN RETURN OLD; END IF; \
+                 RAISE EXCEPTION 'the audit trail is append-only'; END $$ LANGUAGE plpgsql",
+                "CREATE OR REPLACE FUNCTION mandate_audit_anchor_forward() RETURNS trigger AS $$ \
+                 BEGIN IF NEW.seq < OLD.seq THEN \
+                 RAISE EXCEPTION 'the audit anchor only moves forward'; END IF; \
+                 RETURN NEW; END $$ LANGUAGE plpgsql",
+                "CREATE TRIGGER audit_anchor_forward BEFORE UPDATE ON audit_anchor \
+                 FOR EACH ROW EXECUTE FUNCTION mandate_audit_anchor_forward()",
+            ]
+            .map(str::to_owned),
+        ),
+    }
+    steps
+}
+
 pub(crate) async fn apply(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
     let mut conn = pool.acquire().await.map_err(db)?;
     if backend == Backend::Postgres {
@@ -195,13 +239,14 @@ async fn apply_locked(
     .execute(&mut **conn)
     .await
     .map_err(db)?;
-    let migrations: [(i64, Vec<String>); 6] = [
+    let migrations: [(i64, Vec<String>); 7] = [
         (1, migration_1(backend)),
         (2, migration_2()),
         (3, migration_3()),
         (4, migration_4(backend)),
         (5, migration_5(backend)),
         (6, migration_6(backend)),
+        (7, migration_7(backend)),
     ];
     for (version, steps) in migrations {
         // SQLite has no advisory lock: `BEGIN IMMEDIATE` takes the write lock

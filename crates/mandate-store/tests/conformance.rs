@@ -10,7 +10,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use mandate_audit::{verify_chain, Event, NewEvent, Outcome, GENESIS_HASH, MAX_REASON_LEN};
+use mandate_audit::{
+    verify_chain, Anchor, ChainVerifier, Event, NewEvent, Outcome, GENESIS_HASH, MAX_REASON_LEN,
+};
 use mandate_core::model::{
     Client, ClientAuthMethod, ClientKeys, ClientOrigin, GrantType, KeyPurpose, Resource,
     StoredSecret, StoredSigningKey,
@@ -645,12 +647,31 @@ async fn revoking_a_users_access(db: &TestDb) {
 }
 for_each_backend!(revoking_a_users_access, revoking_a_users_access);
 
+/// Statements that take a database at version 7 back to version 6: the
+/// anchor table goes, and on SQLite the plain append-only trigger returns
+/// (the one that reads the anchor would otherwise dangle).
+fn undo_migration_7(db: &TestDb) -> Vec<&'static str> {
+    let mut undo = Vec::new();
+    if db.backend_name() == "sqlite" {
+        undo.extend([
+            "DROP TRIGGER audit_events_no_DELETE",
+            "CREATE TRIGGER audit_events_no_DELETE BEFORE DELETE ON audit_events \
+             BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END",
+        ]);
+    }
+    undo.push("DROP TABLE audit_anchor");
+    undo
+}
+
 /// Sessions and codes written before documents had owners get one from the
 /// document's `user_id` when the store is upgraded.
 async fn upgrading_gives_existing_sessions_an_owner(db: &TestDb) {
     let store = db.store().await;
     store.close().await;
     let mut conn = raw_connection(db).await;
+    for sql in undo_migration_7(db) {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
     for sql in [
         "DELETE FROM mandate_migrations WHERE version >= 4",
         "DROP TABLE token_lineage",
@@ -860,6 +881,75 @@ async fn audit_events_are_append_only(db: &TestDb) {
 }
 for_each_backend!(audit_events_are_append_only, audit_events_are_append_only);
 
+/// Retention removes an unbroken run from the front of the chain, moves the
+/// anchor to the last event removed, and the rest verifies from there; the
+/// append-only guard still holds for every event behind the anchor.
+async fn audit_retention_removes_the_front_behind_an_anchor(db: &TestDb) {
+    const T0: i64 = 1_700_000_000_000;
+    let store = db.store().await;
+    assert_eq!(store.audit_anchor().await.unwrap(), Anchor::genesis());
+    assert_eq!(store.prune_audit(T0 + 1_000, 100).await.unwrap(), 0);
+    // Events stamped T0 + n, except seq 6, stamped late (another replica's
+    // clock): it ends the run that a cut-off at T0 + 8 removes.
+    let mut batch = events(0..10, "old");
+    batch[5].time_ms = T0 + 100;
+    let appended = store.append_audit(batch).await.unwrap();
+    let cutoff = T0 + 8;
+    assert_eq!(
+        store.prune_audit(T0, 100).await.unwrap(),
+        0,
+        "none is older"
+    );
+    assert_eq!(
+        store.prune_audit(cutoff, 2).await.unwrap(),
+        2,
+        "at most the limit"
+    );
+    let anchor = |seq: usize| Anchor {
+        seq: i64::try_from(seq).unwrap(),
+        hash: appended[seq - 1].hash.clone(),
+    };
+    assert_eq!(store.audit_anchor().await.unwrap(), anchor(2));
+    assert_eq!(store.prune_audit(cutoff, 100).await.unwrap(), 3);
+    assert_eq!(store.audit_anchor().await.unwrap(), anchor(5));
+    assert_eq!(store.prune_audit(cutoff, 100).await.unwrap(), 0);
+
+    let rest = all_events(&store).await;
+    assert_eq!(rest, appended[5..].to_vec());
+    assert!(verify_chain(&rest).is_err(), "no longer from genesis");
+    let mut verifier = ChainVerifier::from_anchor(&anchor(5));
+    for e in &rest {
+        verifier.push(e).unwrap();
+    }
+    assert_eq!(verifier.checked(), 10);
+    // The chain goes on.
+    let more = store.append_audit(events(10..11, "new")).await.unwrap();
+    assert_eq!((more[0].seq, &more[0].prev_hash), (11, &appended[9].hash));
+
+    let mut conn = raw_connection(db).await;
+    for (sql, refusal) in [
+        ("DELETE FROM audit_events WHERE seq = 6", "append-only"),
+        ("DELETE FROM audit_events", "append-only"),
+        (
+            "UPDATE audit_events SET reason = NULL WHERE seq = 7",
+            "append-only",
+        ),
+        ("UPDATE audit_anchor SET seq = 1", "only moves forward"),
+    ] {
+        let err = sqlx::query(sql)
+            .execute(&mut conn)
+            .await
+            .expect_err(&format!("{} accepted {sql:?}", db.backend_name()));
+        assert!(err.to_string().contains(refusal), "{sql:?}: {err}");
+    }
+    conn.close().await.unwrap();
+    assert_eq!(all_events(&store).await.len(), 6);
+}
+for_each_backend!(
+    audit_retention_removes_the_front_behind_an_anchor,
+    audit_retention_removes_the_front_behind_an_anchor
+);
+
 /// Migration 5 rebuilds SQLite's audit and single-use tables: what they held
 /// survives, the chain goes on, and the trail stays append-only.
 async fn upgrading_keeps_the_trail_and_used_values(db: &TestDb) {
@@ -868,8 +958,11 @@ async fn upgrading_keeps_the_trail_and_used_values(db: &TestDb) {
     assert!(store.use_once("jti", "spent", i64::MAX).await.unwrap());
     store.close().await;
     let mut conn = raw_connection(db).await;
-    // Back to version 4: what migrations 5 and 6 made goes (5 rebuilds the
+    // Back to version 4: what migrations 5 to 7 made goes (5 rebuilds the
     // tables it changes, so only 6's table must be dropped by hand).
+    for sql in undo_migration_7(db) {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
     for sql in [
         "DELETE FROM mandate_migrations WHERE version >= 5",
         "DROP TABLE token_lineage",

@@ -203,8 +203,17 @@ pub(crate) enum AuditCommand {
         #[arg(long)]
         once: bool,
     },
-    /// Check the whole hash chain; names the first broken link.
+    /// Check the whole hash chain; names the first broken link. Starts at
+    /// the anchor retention left (the last event it removed), if any.
     Verify,
+    /// Remove the events recorded longer ago than `--older-than` from the
+    /// front of the chain now (`audit.retention` does it every ten minutes).
+    /// Export first what must be kept: `audit tail --once -n N`.
+    Prune {
+        /// Age of the newest event to remove, like "90days" (at least 1h).
+        #[arg(long)]
+        older_than: String,
+    },
     /// The delegation tree of a token: where it came from (token exchange)
     /// and what was exchanged from it — who, for whom, with what, when.
     Chain {

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mandate_audit::{ChainVerifier, Event};
+use mandate_audit::{Anchor, ChainVerifier, Event};
 use mandate_config::{Config, LogFormat, Overrides};
 use mandate_types::{Clock as _, SystemClock};
 use serde_json::{json, Value};
@@ -83,6 +83,15 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                         .await?,
                 ),
                 Command::Audit(AuditCommand::Verify) => audit_verify(&admin).await,
+                Command::Audit(AuditCommand::Prune { older_than }) => print(
+                    admin
+                        .send(
+                            reqwest::Method::POST,
+                            "/admin/audit/prune",
+                            Some(json!({ "older_than_secs": seconds(older_than)? })),
+                        )
+                        .await?,
+                ),
                 Command::Audit(AuditCommand::Chain { jti }) => audit_chain(&admin, jti).await,
                 Command::Audit(AuditCommand::Tail { lines, once }) => {
                     audit_tail(&admin, *lines, *once).await
@@ -419,9 +428,12 @@ async fn audit_page(admin: &Admin, after: i64, limit: i64) -> Result<Vec<Event>>
     serde_json::from_value(v).map_err(|e| format!("unexpected audit page: {e}"))
 }
 
-/// Pulls every event and checks the chain here, not trusting the server's word.
+/// Pulls every event and checks the chain here, not trusting the server's
+/// word; from the anchor retention left, when it removed events.
 async fn audit_verify(admin: &Admin) -> Result<()> {
-    let mut verifier = ChainVerifier::default();
+    let anchor: Anchor = serde_json::from_value(admin.get("/admin/audit/anchor").await?)
+        .map_err(|e| format!("unexpected audit anchor: {e}"))?;
+    let mut verifier = ChainVerifier::from_anchor(&anchor);
     loop {
         let page = audit_page(admin, verifier.checked(), 5000).await?;
         if page.is_empty() {
@@ -441,6 +453,12 @@ async fn audit_verify(admin: &Admin) -> Result<()> {
         verifier.checked(),
         verifier.head_hash()
     );
+    if anchor.seq > 0 {
+        println!(
+            "events 1 to {} were removed by retention; checked from there (hash {})",
+            anchor.seq, anchor.hash
+        );
+    }
     Ok(())
 }
 

@@ -122,3 +122,67 @@ async fn admin_api(db: &TestDb) {
     }
 }
 for_each_backend!(admin_api, admin_api);
+
+/// Retention over the admin API: events older than asked go from the front
+/// of the chain, the anchor names the last one, the rest verifies from it,
+/// and the cut is itself audited.
+async fn audit_retention_cuts_the_front_of_the_chain(db: &TestDb) {
+    let h = Harness::start(db).await;
+    for _ in 0..3 {
+        h.access_token().await;
+    }
+    let old = h.audit().await;
+    assert!(old.len() >= 3, "{old:?}");
+    let (s, anchor) = h.admin_send(Method::GET, "/admin/audit/anchor", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(anchor["seq"], 0, "{anchor}");
+
+    // Shorter than an hour, or not a number of seconds: refused, nothing goes.
+    for body in [
+        json!({"older_than_secs": 3599}),
+        json!({"older_than": "1h"}),
+    ] {
+        let (s, v) = h
+            .admin_send(Method::POST, "/admin/audit/prune", Some(body))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["error"], "invalid_request", "{v}");
+    }
+    // Nothing is an hour old yet.
+    let prune = json!({"older_than_secs": 3600});
+    let (s, v) = h
+        .admin_send(Method::POST, "/admin/audit/prune", Some(prune.clone()))
+        .await;
+    assert_eq!((s, v["removed"].as_i64()), (StatusCode::OK, Some(0)), "{v}");
+
+    h.clock.advance(2 * 3600);
+    h.access_token().await;
+    let (s, v) = h
+        .admin_send(Method::POST, "/admin/audit/prune", Some(prune))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let last_old = old.last().unwrap();
+    assert_eq!(v["removed"].as_i64(), Some(last_old.seq), "{v}");
+    assert_eq!(v["anchor"]["seq"].as_i64(), Some(last_old.seq), "{v}");
+    assert_eq!(v["anchor"]["hash"].as_str(), Some(last_old.hash.as_str()));
+
+    let rest = h.audit().await;
+    assert_eq!(rest.first().unwrap().seq, last_old.seq + 1);
+    let anchor: mandate_audit::Anchor = serde_json::from_value(v["anchor"].clone()).unwrap();
+    let mut verifier = mandate_audit::ChainVerifier::from_anchor(&anchor);
+    for e in &rest {
+        verifier.push(e).unwrap();
+    }
+    let pruned = rest.last().unwrap();
+    assert_eq!(pruned.event.kind, "audit.pruned");
+    let reason = pruned.event.reason.as_deref().unwrap();
+    assert!(
+        reason.contains(&format!("removed {} events", last_old.seq))
+            && reason.contains(&format!("after seq {}", last_old.seq)),
+        "{reason}"
+    );
+}
+for_each_backend!(
+    audit_retention_cuts_the_front_of_the_chain,
+    audit_retention_cuts_the_front_of_the_chain
+);
