@@ -647,6 +647,42 @@ async fn revoking_a_users_access(db: &TestDb) {
 }
 for_each_backend!(revoking_a_users_access, revoking_a_users_access);
 
+/// Retention while events are appended (the hot-path writer on SQLite, a
+/// second replica's connection on PostgreSQL): neither fails, and what is
+/// left verifies from the anchor with every appended event either removed
+/// or there.
+async fn audit_retention_runs_beside_appends(db: &TestDb) {
+    let store = db.store().await;
+    let other = db.store().await;
+    let appender = tokio::spawn(async move {
+        for i in 0..40 {
+            let batch = events(i * 3..i * 3 + 3, "busy");
+            if i % 2 == 0 {
+                other.append_audit(batch).await.unwrap();
+            } else {
+                other.append_audit_unsynced(batch).await.unwrap();
+            }
+        }
+    });
+    let mut removed = 0;
+    while !appender.is_finished() {
+        removed += store.prune_audit(i64::MAX, 7).await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    appender.await.unwrap();
+    removed += store.prune_audit(i64::MAX, 1_000).await.unwrap();
+    let anchor = store.audit_anchor().await.unwrap();
+    assert_eq!((anchor.seq, removed), (120, 120));
+    assert!(all_events(&store).await.is_empty());
+    let next = store.append_audit(events(0..1, "after")).await.unwrap();
+    let mut verifier = ChainVerifier::from_anchor(&anchor);
+    verifier.push(&next[0]).unwrap();
+}
+for_each_backend!(
+    audit_retention_runs_beside_appends,
+    audit_retention_runs_beside_appends
+);
+
 /// Statements that take a database at version 7 back to version 6: the
 /// anchor table goes, and on SQLite the plain append-only trigger returns
 /// (the one that reads the anchor would otherwise dangle).
