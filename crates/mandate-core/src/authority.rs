@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use mandate_audit::{NewEvent, Outcome};
+use mandate_audit::{Anchor, NewEvent, Outcome};
 use mandate_jose::{JwkSet, UnverifiedJwt};
 use mandate_types::{ClientId, ClientSecret, Clock, SecretHash};
 
@@ -160,9 +160,9 @@ impl Authority {
     /// ago from the front of the chain, [`PRUNE_BATCH`] to a transaction,
     /// and records that it did (`audit.pruned`, naming the new anchor), so
     /// the chain itself tells when and where its history was cut. Returns
-    /// how many events went. Refuses a `keep_secs` under
-    /// [`MIN_AUDIT_RETENTION`].
-    pub async fn prune_audit(&self, keep_secs: i64) -> Result<u64, Error> {
+    /// how many events went, and where the chain now starts. Refuses a
+    /// `keep_secs` under [`MIN_AUDIT_RETENTION`].
+    pub async fn prune_audit(&self, keep_secs: i64) -> Result<(u64, Anchor), Error> {
         if keep_secs < MIN_AUDIT_RETENTION {
             return Err(Error::InvalidRequest(
                 "audit events are kept at least one hour".into(),
@@ -180,8 +180,8 @@ impl Authority {
             }
             removed += batch;
         }
+        let anchor = self.store.audit_anchor().await?;
         if removed > 0 {
-            let anchor = self.store.audit_anchor().await?;
             let mut e = self.event("audit.pruned", Outcome::Success);
             e.reason = Some(format!(
                 "retention removed {removed} events recorded before {before_ms} ms; \
@@ -190,7 +190,7 @@ impl Authority {
             ));
             self.audit.record(e).await?;
         }
-        Ok(removed)
+        Ok((removed, anchor))
     }
 
     /// Authenticates the client behind `presented`. `endpoint` is the URL being

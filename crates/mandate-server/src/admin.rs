@@ -293,13 +293,7 @@ async fn prune_audit(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<PruneRequest>,
 ) -> Result<Response, ApiError> {
-    let removed = s.authority.prune_audit(req.older_than_secs).await?;
-    let anchor = s
-        .authority
-        .store()
-        .audit_anchor()
-        .await
-        .map_err(Error::from)?;
+    let (removed, anchor) = s.authority.prune_audit(req.older_than_secs).await?;
     Ok(Json(json!({ "removed": removed, "anchor": anchor })).into_response())
 }
 

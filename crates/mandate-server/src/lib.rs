@@ -411,7 +411,7 @@ async fn housekeeping(
                 }
                 if let Some(keep) = audit_retention {
                     match authority.prune_audit(keep).await {
-                        Ok(n) if n > 0 => tracing::info!(removed = n, "audit retention removed old events"),
+                        Ok((n, anchor)) if n > 0 => tracing::info!(removed = n, anchor = anchor.seq, "audit retention removed old events"),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "audit retention failed"),
                     }
