@@ -217,7 +217,8 @@ pub(crate) enum AuditCommand {
     /// The delegation tree of a token: where it came from (token exchange)
     /// and what was exchanged from it — who, for whom, with what, when.
     Chain {
-        /// The token's `jti`.
+        /// The token's `jti` (one that starts with `-` is taken as is).
+        #[arg(allow_hyphen_values = true)]
         jti: String,
     },
 }
@@ -283,4 +284,19 @@ pub(crate) enum TokenOffline {
         /// The Biscuit (base64url); `-` reads it from standard input.
         token: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `jti` is random base64url: one in 64 starts with `-`.
+    #[test]
+    fn a_jti_that_starts_with_a_hyphen_is_an_argument_not_an_option() {
+        let cli = Cli::try_parse_from(["mandate", "audit", "chain", "-Xy_1"]).unwrap();
+        match cli.command {
+            Command::Audit(AuditCommand::Chain { jti }) => assert_eq!(jti, "-Xy_1"),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
 }
