@@ -595,13 +595,14 @@ impl Store for SqlStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
+        let c = |e| corrupt("audit_events", e);
         let mut through = None;
         for row in &front {
-            let time_ms: i64 = row.try_get("time_ms").map_err(db)?;
+            let time_ms: i64 = row.try_get("time_ms").map_err(c)?;
             if time_ms >= before_ms {
                 break;
             }
-            through = Some(row.try_get::<i64, _>("seq").map_err(db)?);
+            through = Some(row.try_get::<i64, _>("seq").map_err(c)?);
         }
         let Some(through) = through else {
             return Ok(0);

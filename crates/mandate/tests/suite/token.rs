@@ -366,26 +366,18 @@ for_each_backend!(a_stalled_request_times_out, a_stalled_request_times_out);
 /// the admin listener; others are served.
 async fn a_stalled_request_head_is_closed(db: &TestDb) {
     let h = Harness::start_with(db, "[limits]\nheader_read_timeout = \"1s\"\n", &[]).await;
-    let addr = h.base.trim_start_matches("http://");
-    let partial = format!("GET /jwks.json HTTP/1.1\r\nHost: {addr}\r\n");
-    assert_eq!(
-        send_until_closed(addr, &partial).await,
-        "",
-        "closed without an answer"
-    );
-    let answered = send_until_closed(addr, &format!("{partial}\r\n")).await;
-    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
-    assert_eq!(answered.matches("HTTP/1.1").count(), 1);
-    // The admin listener closes them too.
-    let admin = h.admin.trim_start_matches("http://");
-    let partial = format!("GET /healthz HTTP/1.1\r\nHost: {admin}\r\n");
-    assert_eq!(
-        send_until_closed(admin, &partial).await,
-        "",
-        "admin: closed without an answer"
-    );
-    let answered = send_until_closed(admin, &format!("{partial}\r\n")).await;
-    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    for (base, path) in [(&h.base, "/jwks.json"), (&h.admin, "/healthz")] {
+        let addr = base.trim_start_matches("http://");
+        let partial = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n");
+        assert_eq!(
+            send_until_closed(addr, &partial).await,
+            "",
+            "{base}: closed without an answer"
+        );
+        let answered = send_until_closed(addr, &format!("{partial}\r\n")).await;
+        assert!(answered.starts_with("HTTP/1.1 200"), "{base}: {answered}");
+        assert_eq!(answered.matches("HTTP/1.1").count(), 1, "{base}");
+    }
     assert_eq!(h.token_basic("agent-basic", &[]).await.0, StatusCode::OK);
 }
 for_each_backend!(
